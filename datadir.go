@@ -1,0 +1,377 @@
+package accord
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc64"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/accordkv/accord/internal/wire"
+)
+
+// The data directory holds:
+//
+//	accord.manifest  node ID, cluster name, format version, whether raft state was created
+//	raft.db          raft log and stable store (bbolt, via raft-boltdb)
+//	snapshots/       raft file snapshots (state.bin in the format of snapshot.go)
+//
+// Open checks all of it before raft sees any of it, because raft's own
+// reactions to damage are silent or fatal: it skips a snapshot whose
+// metadata does not parse, falls back to an older snapshot when the newest
+// fails its checksum, starts empty when raft.db is gone, and panics in a
+// background goroutine on a log entry it cannot read. Each of those would
+// be a silent start with fewer acknowledged writes, or a crash loop.
+
+const (
+	manifestName   = "accord.manifest"
+	raftDBName     = "raft.db"
+	snapshotsDir   = "snapshots"
+	formatVersion  = 1
+	boltOpenTimout = time.Second
+)
+
+// keyCurrentTerm is raft's stable-store key for the current term.
+var keyCurrentTerm = []byte("CurrentTerm")
+
+type manifest struct {
+	Format      int       `json:"format"`
+	NodeID      string    `json:"node_id"`
+	ClusterName string    `json:"cluster_name"`
+	Created     time.Time `json:"created"`
+	// Initialized is set once raft state has been created in the
+	// directory. From then on a missing or empty raft.db is damage, not a
+	// fresh start.
+	Initialized bool `json:"initialized"`
+}
+
+func newNodeID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func readManifest(dir string) (*manifest, error) {
+	path := filepath.Join(dir, manifestName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, &CorruptError{Path: path, Reason: "manifest does not parse", Err: err}
+	}
+	if m.Format < 1 || m.NodeID == "" || m.ClusterName == "" {
+		return nil, &CorruptError{Path: path, Reason: "manifest is incomplete"}
+	}
+	return &m, nil
+}
+
+func writeManifest(dir string, m *manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, manifestName), append(b, '\n'))
+}
+
+func createManifest(dir string, o *Options) (*manifest, error) {
+	m := &manifest{Format: formatVersion, NodeID: o.NodeID, ClusterName: o.ClusterName, Created: time.Now().UTC(), Initialized: true}
+	if m.NodeID == "" {
+		m.NodeID = newNodeID()
+	}
+	return m, writeManifest(dir, m)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// cleanDir removes what a failed Restore wrote.
+func cleanDir(dir string) {
+	for _, name := range []string{manifestName, manifestName + ".tmp", raftDBName, snapshotsDir} {
+		os.RemoveAll(filepath.Join(dir, name))
+	}
+}
+
+// localAddress is the raft address of this node. A single node talks only
+// to itself, through an in-memory transport named after its ID.
+func localAddress(_ *Options, nodeID string) raft.ServerAddress {
+	return raft.ServerAddress(nodeID)
+}
+
+func nullHCLog() hclog.Logger { return hclog.NewNullLogger() }
+
+// openBolt opens raft.db, turning bbolt's panics on damaged files into
+// errors. NoFreelistSync with the map freelist: the freelist is rebuilt on
+// open instead of being written on every commit, which saves a page write
+// per commit on the hot path.
+func openBolt(path string, o *Options) (store *raftboltdb.BoltStore, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &CorruptError{Path: path, Reason: "bolt database is damaged", Err: fmt.Errorf("%v", p)}
+		}
+	}()
+	store, err = raftboltdb.New(raftboltdb.Options{
+		Path:   path,
+		NoSync: o.UnsafeNoFsync,
+		BoltOptions: &bbolt.Options{
+			Timeout:        boltOpenTimout,
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("accord: %s is in use by another process (only one Store may open a data directory)", path)
+	}
+	if err != nil {
+		return nil, &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
+	}
+	return store, nil
+}
+
+// checkBolt runs bbolt's consistency check on raft.db (read-only, before
+// raft-boltdb opens it for writing).
+func checkBolt(path string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &CorruptError{Path: path, Reason: "bolt database is damaged", Err: fmt.Errorf("%v", p)}
+		}
+	}()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: boltOpenTimout})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fmt.Errorf("accord: %s is in use by another process (only one Store may open a data directory)", path)
+	}
+	if err != nil {
+		return &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
+	}
+	defer db.Close()
+	return db.View(func(tx *bbolt.Tx) error {
+		for cerr := range tx.Check() {
+			return &CorruptError{Path: path, Reason: "bolt consistency check failed", Err: cerr}
+		}
+		return nil
+	})
+}
+
+// snapInfo is what checkSnapshots learns about the newest snapshot.
+type snapInfo struct {
+	meta raft.SnapshotMeta
+	dir  string
+}
+
+// checkSnapshots verifies every snapshot's metadata and the newest one's
+// data checksum. It returns the newest snapshot, or nil if there is none.
+func checkSnapshots(dir string) (*snapInfo, error) {
+	root := filepath.Join(dir, snapshotsDir)
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var all []*snapInfo
+	var crcs = map[string][]byte{}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			continue // .tmp: a snapshot that was never completed; raft ignores and reaps it
+		}
+		sd := filepath.Join(root, e.Name())
+		b, err := os.ReadFile(filepath.Join(sd, "meta.json"))
+		if err != nil {
+			return nil, &CorruptError{Path: sd, Reason: "snapshot metadata unreadable", Err: err}
+		}
+		var fm raft.SnapshotMeta
+		var crc struct{ CRC []byte }
+		if err := json.Unmarshal(b, &fm); err != nil || json.Unmarshal(b, &crc) != nil || fm.ID != e.Name() || fm.Index == 0 {
+			return nil, &CorruptError{Path: filepath.Join(sd, "meta.json"), Reason: "snapshot metadata is garbage", Err: err}
+		}
+		fi, err := os.Stat(filepath.Join(sd, "state.bin"))
+		if err != nil {
+			return nil, &CorruptError{Path: sd, Reason: "snapshot data missing", Err: err}
+		}
+		if fi.Size() != fm.Size {
+			return nil, &CorruptError{Path: filepath.Join(sd, "state.bin"), Reason: fmt.Sprintf("snapshot data is %d bytes, metadata says %d", fi.Size(), fm.Size)}
+		}
+		crcs[fm.ID] = crc.CRC
+		all = append(all, &snapInfo{meta: fm, dir: sd})
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	// raft's order: newest term, then index, then ID.
+	sort.Slice(all, func(i, j int) bool {
+		a, b := all[i].meta, all[j].meta
+		if a.Term != b.Term {
+			return a.Term > b.Term
+		}
+		if a.Index != b.Index {
+			return a.Index > b.Index
+		}
+		return a.ID > b.ID
+	})
+	newest := all[0]
+	f, err := os.Open(filepath.Join(newest.dir, "state.bin"))
+	if err != nil {
+		return nil, &CorruptError{Path: newest.dir, Reason: "snapshot data unreadable", Err: err}
+	}
+	defer f.Close()
+	h := crc64.New(crc64.MakeTable(crc64.ECMA))
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, &CorruptError{Path: newest.dir, Reason: "snapshot data unreadable", Err: err}
+	}
+	if !bytes.Equal(h.Sum(nil), crcs[newest.meta.ID]) {
+		return nil, &CorruptError{Path: filepath.Join(newest.dir, "state.bin"), Reason: "snapshot data fails its checksum"}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	if _, err := readSnapshot(f); err != nil {
+		return nil, &CorruptError{Path: filepath.Join(newest.dir, "state.bin"), Reason: "snapshot content is invalid", Err: err}
+	}
+	return newest, nil
+}
+
+// checkLog verifies that the raft log is readable entry by entry, that it
+// joins up with the newest snapshot, and that it is not missing or emptied
+// next to a directory that had state. It returns the latest cluster
+// configuration found in the log, if any.
+func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initialized bool) (conf *raft.Configuration, err error) {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return nil, &CorruptError{Path: path, Reason: "cannot read first log index", Err: err}
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return nil, &CorruptError{Path: path, Reason: "cannot read last log index", Err: err}
+	}
+	term, err := logs.GetUint64(keyCurrentTerm)
+	if err != nil && err.Error() != "not found" && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return nil, &CorruptError{Path: path, Reason: "cannot read current term", Err: err}
+	}
+	if initialized && term == 0 && last == 0 {
+		reason := "raft.db is empty but this directory had raft state"
+		if snap != nil {
+			reason = "raft.db is empty next to existing snapshots"
+		}
+		return nil, &CorruptError{Path: path, Reason: reason}
+	}
+	if last == 0 {
+		return nil, nil
+	}
+	var snapIdx uint64
+	if snap != nil {
+		snapIdx = snap.meta.Index
+	}
+	if first > snapIdx+1 {
+		return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log starts at index %d but the newest snapshot covers only up to %d: entries are missing", first, snapIdx)}
+	}
+	var l raft.Log
+	for i := first; i <= last; i++ {
+		if err := logs.GetLog(i, &l); err != nil {
+			return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d unreadable", i), Err: err}
+		}
+		if l.Index != i {
+			return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d claims index %d", i, l.Index)}
+		}
+		if l.Type == raft.LogConfiguration {
+			c, err := decodeConfiguration(l.Data)
+			if err != nil {
+				return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d: bad configuration", i), Err: err}
+			}
+			conf = &c
+		}
+		if l.Type == raft.LogCommand {
+			if _, err := wire.DecodeCommand(l.Data); err != nil && !errors.Is(err, wire.ErrUnknownCommand) {
+				return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d does not decode", i), Err: err}
+			}
+		}
+	}
+	return conf, nil
+}
+
+// decodeConfiguration is raft.DecodeConfiguration without its panic.
+func decodeConfiguration(b []byte) (c raft.Configuration, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	return raft.DecodeConfiguration(b), nil
+}
+
+// snapStore wraps raft's file snapshot store so that raft restores the
+// newest snapshot or nothing (never silently an older one: checkSnapshots
+// has already refused a damaged newest one), and so that the FSM learns the
+// index of the snapshot it restores.
+type snapStore struct{ *raft.FileSnapshotStore }
+
+func (s snapStore) List() ([]*raft.SnapshotMeta, error) {
+	l, err := s.FileSnapshotStore.List()
+	if len(l) > 1 {
+		l = l[:1]
+	}
+	return l, err
+}
+
+func (s snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.FileSnapshotStore.Open(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return meta, &indexedReader{ReadCloser: rc, index: meta.Index}, nil
+}
+
+type indexedReader struct {
+	io.ReadCloser
+	index uint64
+}
+
+func (r *indexedReader) snapshotIndex() uint64 { return r.index }

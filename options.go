@@ -1,0 +1,172 @@
+package accord
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Options configures a Store. The zero value (or a nil *Options) runs a
+// single node with the defaults documented on each field. Open copies the
+// Options, so changing them afterwards has no effect.
+type Options struct {
+	// Logger receives background events (leadership changes, snapshots,
+	// lease expiry, failures that no caller sees as an error). Default nil:
+	// the store logs nothing. Attribute keys are stable: node, index, term,
+	// lease, err.
+	Logger *slog.Logger
+
+	// NodeID is this node's permanent identity: the raft server ID (and,
+	// in a cluster, the gossip name). Default "": generated once and kept in
+	// the data directory. A NodeID that differs from the one stored in an
+	// existing data directory makes Open fail with ErrForeignDir.
+	NodeID string
+
+	// ClusterName names the cluster; stored in the data directory, and Open
+	// refuses a directory of another cluster. Default "accord".
+	ClusterName string
+
+	// ElectionTimeout is how long a follower waits without hearing from a
+	// leader before it starts an election; the leader steps down after half
+	// of it without a quorum. Default 1s (etcd's default). Minimum 10ms.
+	ElectionTimeout time.Duration
+
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one. Default 8192.
+	SnapshotThreshold uint64
+
+	// SnapshotInterval is how often the store checks whether a snapshot is
+	// due. Default 30s.
+	SnapshotInterval time.Duration
+
+	// TrailingLogs is how many log entries are kept after a snapshot, so
+	// that a slightly lagging follower catches up from the log instead of a
+	// full snapshot. Default 10240.
+	TrailingLogs uint64
+
+	// SnapshotRetain is how many snapshots are kept on disk. Default 2.
+	SnapshotRetain int
+
+	// MaxRequestBytes caps the encoded size of one write. Default 1.5 MiB
+	// (etcd's --max-request-bytes).
+	MaxRequestBytes int
+
+	// MaxTxnOps caps the compares and the operations of each branch of a
+	// transaction, at every nesting level. Default 128 (etcd's
+	// --max-txn-ops).
+	MaxTxnOps int
+
+	// WatchProgressNotifyInterval is how often a watch created with
+	// WithProgressNotify receives a progress notification while idle.
+	// Default 10m (etcd's default).
+	WatchProgressNotifyInterval time.Duration
+
+	// UnsafeNoFsync skips fsync on every raft log write. A crash of the
+	// machine (not just the process) can then lose acknowledged writes.
+	// Only for tests and benchmarks. Default false.
+	UnsafeNoFsync bool
+}
+
+// Defaults, as documented on Options.
+const (
+	defaultClusterName       = "accord"
+	defaultElectionTimeout   = time.Second
+	defaultSnapshotThreshold = 8192
+	defaultSnapshotInterval  = 30 * time.Second
+	defaultTrailingLogs      = 10240
+	defaultSnapshotRetain    = 2
+	defaultMaxRequestBytes   = 3 << 19 // 1.5 MiB
+	defaultMaxTxnOps         = 128
+	defaultProgressInterval  = 10 * time.Minute
+
+	// MaxLeaseTTL is the largest TTL Grant accepts (etcd's limit, 9e9 s).
+	MaxLeaseTTL = 9_000_000_000 * time.Second
+)
+
+// withDefaults returns a filled copy of o (which may be nil) and every
+// problem found, joined.
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = defaultClusterName
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = defaultElectionTimeout
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = defaultSnapshotThreshold
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = defaultSnapshotInterval
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = defaultTrailingLogs
+	}
+	if c.SnapshotRetain == 0 {
+		c.SnapshotRetain = defaultSnapshotRetain
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = defaultMaxRequestBytes
+	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = defaultMaxTxnOps
+	}
+	if c.WatchProgressNotifyInterval == 0 {
+		c.WatchProgressNotifyInterval = defaultProgressInterval
+	}
+
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("accord: options: "+format, args...))
+	}
+	if c.NodeID != "" && !validName(c.NodeID) {
+		bad("NodeID %q: use 1-128 characters from [A-Za-z0-9._-]", c.NodeID)
+	}
+	if !validName(c.ClusterName) {
+		bad("ClusterName %q: use 1-128 characters from [A-Za-z0-9._-]", c.ClusterName)
+	}
+	if c.ElectionTimeout < 10*time.Millisecond {
+		bad("ElectionTimeout %v is below the minimum 10ms", c.ElectionTimeout)
+	}
+	if c.SnapshotInterval < 0 {
+		bad("SnapshotInterval %v is negative", c.SnapshotInterval)
+	}
+	if c.SnapshotRetain < 0 {
+		bad("SnapshotRetain %d is negative", c.SnapshotRetain)
+	}
+	if c.MaxRequestBytes < 0 {
+		bad("MaxRequestBytes %d is negative", c.MaxRequestBytes)
+	}
+	if c.MaxTxnOps < 0 {
+		bad("MaxTxnOps %d is negative", c.MaxTxnOps)
+	}
+	if c.WatchProgressNotifyInterval < 0 {
+		bad("WatchProgressNotifyInterval %v is negative", c.WatchProgressNotifyInterval)
+	}
+	return c, errors.Join(errs...)
+}
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// minLeaseTTL is the shortest TTL Grant gives: 1.5 election timeouts, so
+// that a lease survives a leader change (etcd's rule).
+func (o *Options) minLeaseTTL() time.Duration { return o.ElectionTimeout * 3 / 2 }

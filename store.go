@@ -1,0 +1,787 @@
+package accord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/accordkv/accord/internal/logbridge"
+	"github.com/accordkv/accord/internal/wire"
+)
+
+// Store is one member of an accord cluster: a replicated, linearizable,
+// multi-version key-value store. All methods are safe for concurrent use.
+// Create one with Open; release it with Close.
+type Store struct {
+	opts Options // filled copy; read-only after Open
+	log  *slog.Logger
+	id   string
+
+	raft   *raft.Raft
+	logs   *raftboltdb.BoltStore
+	trans  *raft.InmemTransport
+	fsm    *fsm
+	ks     *keyspace
+	hub    *watchHub
+	lessor *lessor
+
+	stop chan struct{} // closed by Close: every loop and waiter ends
+	wg   sync.WaitGroup
+
+	// closeMu guards closed; held for reading while starting a goroutine on
+	// s.wg, so that no goroutine starts once Close is waiting for them.
+	closeMu   sync.RWMutex
+	closed    bool
+	closeOnce sync.Once
+	closeErr  error
+
+	// Leadership readiness: this node serves linearizable reads and
+	// proposes only once its own no-op entry of the current term has been
+	// applied (so every entry of earlier terms is applied too).
+	readyTerm atomic.Uint64 // term in which this node became a ready leader
+	readyMu   sync.Mutex    // guards readyCh
+	readyCh   chan struct{} // closed and replaced whenever readiness changes
+	fastElect bool          // single voter: heartbeat timeout lowered until first leadership
+	readMu    sync.Mutex    // guards readQueue
+	readQueue []*readWaiter // linearizable reads waiting for the next leadership check
+	readKick  chan struct{} // cap 1: the read loop has work
+}
+
+// Open opens (creating if needed) the data directory dir and starts the
+// store. With nil or zero Options it runs a single node that elected itself
+// leader. Open refuses, without changing anything, a directory that is
+// damaged (ErrCorrupt, with the file and the reason), belongs to another
+// node or cluster or to a newer format (ErrForeignDir), or is in use by
+// another Store. Open does not wait for leadership; calls made before the
+// node is a ready leader wait for it within their ctx.
+func Open(dir string, opts *Options) (s *Store, err error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nil, errors.New("accord: open: no data directory given")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("accord: open: %w", err)
+	}
+	m, err := loadManifest(dir, &o)
+	if err != nil {
+		return nil, err
+	}
+	o.NodeID = m.NodeID
+
+	snap, err := checkSnapshots(dir)
+	if err != nil {
+		return nil, err
+	}
+	dbPath := filepath.Join(dir, raftDBName)
+	if fi, err := os.Stat(dbPath); err == nil && fi.Size() > 0 {
+		if err := checkBolt(dbPath); err != nil {
+			return nil, err
+		}
+	} else if m.Initialized {
+		reason := "raft.db is missing or empty but this directory had raft state"
+		if snap != nil {
+			reason = "raft.db is missing or empty next to existing snapshots"
+		}
+		return nil, &CorruptError{Path: dbPath, Reason: reason}
+	}
+	logs, err := openBolt(dbPath, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			logs.Close()
+		}
+	}()
+	latestConf, err := checkLog(dbPath, logs, snap, m.Initialized)
+	if err != nil {
+		return nil, err
+	}
+	fss, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
+	if err != nil {
+		return nil, fmt.Errorf("accord: open: %w", err)
+	}
+	snaps := snapStore{fss}
+
+	addr := localAddress(&o, m.NodeID)
+	_, trans := raft.NewInmemTransport(addr)
+	defer func() {
+		if err != nil {
+			trans.Close()
+		}
+	}()
+
+	ks := newKeyspace()
+	s = &Store{
+		opts:     o,
+		log:      o.Logger.With("node", m.NodeID),
+		id:       m.NodeID,
+		logs:     logs,
+		trans:    trans,
+		ks:       ks,
+		lessor:   newLessor(),
+		stop:     make(chan struct{}),
+		readyCh:  make(chan struct{}),
+		readKick: make(chan struct{}, 1),
+	}
+	s.hub = newWatchHub(ks)
+	s.fsm = newFSM(s.log, ks, s.hub, s.lessor)
+
+	self := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.NodeID), Address: addr}
+	if !m.Initialized {
+		has, err := raft.HasExistingState(logs, logs, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("accord: open: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{self}}
+			if err := raft.BootstrapCluster(s.raftConfig(), logs, logs, snaps, trans, conf); err != nil {
+				return nil, fmt.Errorf("accord: open: bootstrap: %w", err)
+			}
+			latestConf = &conf
+		}
+		m.Initialized = true
+		if err := writeManifest(dir, m); err != nil {
+			return nil, fmt.Errorf("accord: open: %w", err)
+		}
+	}
+	if latestConf == nil && snap != nil {
+		latestConf = &snap.meta.Configuration
+	}
+	s.fastElect = latestConf != nil && len(latestConf.Servers) == 1 && latestConf.Servers[0].ID == self.ID
+
+	r, err := newRaft(s.raftConfig(), s.fsm, logs, snaps, trans)
+	if err != nil {
+		return nil, err
+	}
+	s.raft = r
+	s.hub.reset() // the snapshot restore may have moved the revision
+	if s.fastElect {
+		// Alone in the configuration: nobody else can win an election, so
+		// don't sit out a full election timeout first. Raft requires the
+		// heartbeat timeout to stay >= the leader lease; restored on
+		// leadership.
+		rc := r.ReloadableConfig()
+		rc.HeartbeatTimeout = s.raftConfig().LeaderLeaseTimeout
+		if err := r.ReloadConfig(rc); err != nil {
+			s.log.Warn("cannot shorten first election", "err", err)
+		}
+	}
+	s.wg.Go(s.leaderLoop)
+	s.wg.Go(s.readLoop)
+	s.wg.Go(s.expiryLoop)
+	s.wg.Go(s.progressLoop)
+	return s, nil
+}
+
+// loadManifest reads the manifest of dir, or creates one for a new
+// directory, and checks that it belongs to this node and cluster.
+func loadManifest(dir string, o *Options) (*manifest, error) {
+	path := filepath.Join(dir, manifestName)
+	m, err := readManifest(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		for _, name := range []string{raftDBName, snapshotsDir} {
+			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
+				return nil, &CorruptError{Path: path, Reason: "manifest is missing next to " + name}
+			}
+		}
+		m = &manifest{Format: formatVersion, NodeID: o.NodeID, ClusterName: o.ClusterName, Created: time.Now().UTC()}
+		if m.NodeID == "" {
+			m.NodeID = newNodeID()
+		}
+		if err := writeManifest(dir, m); err != nil {
+			return nil, fmt.Errorf("accord: open: %w", err)
+		}
+		return m, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case m.Format > formatVersion:
+		return nil, fmt.Errorf("%w: %s was written by format version %d; this build reads up to %d", ErrForeignDir, path, m.Format, formatVersion)
+	case o.NodeID != "" && o.NodeID != m.NodeID:
+		return nil, fmt.Errorf("%w: %s belongs to node %q, not %q", ErrForeignDir, dir, m.NodeID, o.NodeID)
+	case m.ClusterName != o.ClusterName:
+		return nil, fmt.Errorf("%w: %s belongs to cluster %q, not %q", ErrForeignDir, dir, m.ClusterName, o.ClusterName)
+	}
+	return m, nil
+}
+
+func newRaft(c *raft.Config, f *fsm, logs *raftboltdb.BoltStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &CorruptError{Path: "raft state", Reason: "raft refused the data directory", Err: fmt.Errorf("%v", p)}
+		}
+	}()
+	r, err = raft.NewRaft(c, f, logs, logs, snaps, trans)
+	if err != nil {
+		return nil, &CorruptError{Path: "raft state", Reason: "raft could not start from the data directory", Err: err}
+	}
+	return r, nil
+}
+
+func (s *Store) raftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(s.id)
+	c.Logger = logbridge.HCLog(s.opts.Logger.With("node", s.id), "raft")
+	c.HeartbeatTimeout = s.opts.ElectionTimeout
+	c.ElectionTimeout = s.opts.ElectionTimeout
+	c.LeaderLeaseTimeout = s.opts.ElectionTimeout / 2
+	c.CommitTimeout = min(50*time.Millisecond, s.opts.ElectionTimeout/10)
+	c.MaxAppendEntries = 512
+	c.BatchApplyCh = true
+	c.SnapshotThreshold = s.opts.SnapshotThreshold
+	c.SnapshotInterval = s.opts.SnapshotInterval
+	c.TrailingLogs = s.opts.TrailingLogs
+	c.NoLegacyTelemetry = true
+	return c
+}
+
+// Close stops the store: pending calls return ErrClosed (a write in flight
+// may or may not have been committed: ErrUnknownOutcome), watch channels
+// close, and every goroutine, file and socket of the store is released
+// before Close returns. The node stays a member of its cluster: Close is a
+// restart, not a departure. Close is idempotent; later calls return nil.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeMu.Lock()
+		s.closed = true
+		close(s.stop)
+		s.closeMu.Unlock()
+		err := s.raft.Shutdown().Error()
+		s.wg.Wait()
+		s.trans.Close()
+		if cerr := s.logs.Close(); err == nil {
+			err = cerr
+		}
+		s.closeErr = err
+	})
+	return s.closeErr
+}
+
+// goTracked starts f as a store-owned goroutine, unless the store is
+// closed.
+func (s *Store) goTracked(f func()) bool {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Go(f)
+	return true
+}
+
+func (s *Store) isClosed() bool {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	return s.closed
+}
+
+// NodeID returns this node's permanent ID.
+func (s *Store) NodeID() string { return s.id }
+
+// ---- leadership ----
+
+func (s *Store) isReady() bool {
+	t := s.readyTerm.Load()
+	return t != 0 && s.raft.State() == raft.Leader && t == s.raft.CurrentTerm()
+}
+
+func (s *Store) readinessChanged() {
+	s.readyMu.Lock()
+	close(s.readyCh)
+	s.readyCh = make(chan struct{})
+	s.readyMu.Unlock()
+}
+
+// waitLeaderReady waits until this node is a ready leader.
+func (s *Store) waitLeaderReady(ctx context.Context) error {
+	for {
+		s.readyMu.Lock()
+		ch := s.readyCh
+		s.readyMu.Unlock()
+		if s.isReady() {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+		case <-s.stop:
+			return ErrClosed
+		}
+	}
+}
+
+// leaderLoop follows leadership changes. On gaining leadership it commits
+// a no-op entry of the new term; once that is applied, everything earlier
+// is applied too, so reads and lease decisions become safe.
+func (s *Store) leaderLoop() {
+	leaderCh := s.raft.LeaderCh()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case isLeader := <-leaderCh:
+			s.readyTerm.Store(0)
+			s.lessor.demote()
+			s.readinessChanged()
+			if isLeader {
+				s.becomeReady(leaderCh)
+			}
+		}
+	}
+}
+
+func (s *Store) becomeReady(leaderCh <-chan bool) {
+	data, _ := wire.EncodeCommand(&wire.Command{Type: wire.CmdNoop})
+	for attempt := 0; ; attempt++ {
+		term := s.raft.CurrentTerm()
+		err := s.raft.Apply(data, s.opts.ElectionTimeout).Error()
+		if err == nil && s.raft.State() == raft.Leader && s.raft.CurrentTerm() == term {
+			if s.fastElect {
+				s.fastElect = false
+				rc := s.raft.ReloadableConfig()
+				rc.HeartbeatTimeout = s.opts.ElectionTimeout
+				if err := s.raft.ReloadConfig(rc); err != nil {
+					s.log.Warn("cannot restore heartbeat timeout", "err", err)
+				}
+			}
+			s.lessor.promote()
+			s.readyTerm.Store(term)
+			s.readinessChanged()
+			s.log.Info("leader ready", "term", term)
+			return
+		}
+		if s.raft.State() != raft.Leader {
+			return // the next notification from leaderCh tells what happened
+		}
+		s.log.Warn("leader no-op not committed; retrying", "term", term, "err", err)
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(min(time.Duration(attempt+1)*10*time.Millisecond, s.opts.ElectionTimeout)):
+		}
+	}
+}
+
+// ---- linearizable reads ----
+
+type readWaiter struct {
+	done  chan struct{}
+	index uint64
+	err   error
+}
+
+// readIndex makes the next local read linearizable: it returns once this
+// node's state includes every write acknowledged before readIndex was
+// called. It notes the commit index, confirms with a quorum that this node
+// is still the leader (one confirmation serves every read that queued
+// meanwhile), then waits until that index is applied locally.
+//
+// The applied index counts only entries raft hands to the FSM; raft's own
+// no-op and barrier entries are not. That is safe: a ready leader has
+// applied its own no-op command of the current term, after which the only
+// entries are commands and configuration changes, both counted.
+func (s *Store) readIndex(ctx context.Context) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if err := s.waitLeaderReady(ctx); err != nil {
+		return err
+	}
+	w := &readWaiter{done: make(chan struct{})}
+	s.readMu.Lock()
+	s.readQueue = append(s.readQueue, w)
+	s.readMu.Unlock()
+	select {
+	case s.readKick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return ErrClosed
+	}
+	if w.err != nil {
+		return w.err
+	}
+	return s.waitApplied(ctx, w.index)
+}
+
+func (s *Store) readLoop() {
+	for {
+		select {
+		case <-s.stop:
+			s.readMu.Lock()
+			for _, w := range s.readQueue {
+				w.err = ErrClosed
+				close(w.done)
+			}
+			s.readQueue = nil
+			s.readMu.Unlock()
+			return
+		case <-s.readKick:
+		}
+		s.readMu.Lock()
+		batch := s.readQueue
+		s.readQueue = nil
+		s.readMu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		index := s.raft.CommitIndex()
+		err := s.raft.VerifyLeader().Error()
+		if err == nil && !s.isReady() {
+			err = &NotLeaderError{}
+		}
+		err = s.raftError(err)
+		for _, w := range batch {
+			w.index, w.err = index, err
+			close(w.done)
+		}
+	}
+}
+
+// waitApplied waits until the FSM has applied index.
+func (s *Store) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		cur, ch := s.fsm.applied.get()
+		if cur >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			return ErrClosed
+		}
+	}
+}
+
+// raftError maps raft's errors to ours.
+func (s *Store) raftError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+		addr, id := s.raft.LeaderWithID()
+		return &NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)}
+	}
+	return err
+}
+
+// ---- writes ----
+
+// propose commits cmd through raft and returns the FSM's result. It waits
+// for a ready leader within ctx, retries while the command provably did
+// not enter the log, and reports ErrUnknownOutcome when it may have.
+func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	data, err := wire.EncodeCommand(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	if len(data) > s.opts.MaxRequestBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrRequestTooLarge, len(data), s.opts.MaxRequestBytes)
+	}
+	for {
+		if err := s.waitLeaderReady(ctx); err != nil {
+			return nil, err
+		}
+		var timeout time.Duration
+		if dl, ok := ctx.Deadline(); ok {
+			if timeout = time.Until(dl); timeout <= 0 {
+				return nil, ctx.Err()
+			}
+		}
+		f := s.raft.Apply(data, timeout)
+		err := s.waitFuture(ctx, f)
+		switch {
+		case err == nil:
+			res, _ := f.Response().(*applyResult)
+			if res == nil {
+				return nil, fmt.Errorf("accord: internal error: no result for committed command")
+			}
+			return res, res.err
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+			continue // never entered the log: safe to retry
+		case errors.Is(err, raft.ErrLeadershipLost):
+			return nil, ErrUnknownOutcome
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ErrClosed)
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ctx.Err())
+		default:
+			return nil, err
+		}
+	}
+}
+
+// waitFuture waits for f within ctx. raft futures cannot be selected on,
+// so with a cancellable ctx a store-owned goroutine waits for it; raft
+// resolves every future by the time Shutdown returns.
+func (s *Store) waitFuture(ctx context.Context, f raft.Future) error {
+	if ctx.Done() == nil {
+		return f.Error()
+	}
+	done := make(chan error, 1)
+	if !s.goTracked(func() { done <- f.Error() }) {
+		return raft.ErrRaftShutdown
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) proposeTxn(ctx context.Context, txn *wire.TxnRequest) (*TxnResponse, error) {
+	res, err := s.propose(ctx, &wire.Command{Type: wire.CmdTxn, Txn: txn})
+	if err != nil {
+		return nil, err
+	}
+	return copyTxnResponse(res.txn), nil
+}
+
+// Put sets the value of key, creating it if needed. Options: WithLease,
+// WithPrevKV, WithIgnoreValue, WithIgnoreLease. It returns after the write
+// is committed and applied here, with the revision it created. Errors:
+// ErrEmptyKey, ErrRequestTooLarge, ErrLeaseNotFound, ErrKeyNotFound (for
+// the ignore options), ErrClosed, ErrNoLeader or the ctx error while
+// waiting for a leader, ErrUnknownOutcome when the outcome is not known.
+func (s *Store) Put(ctx context.Context, key string, value []byte, opts ...OpOption) (*PutResponse, error) {
+	op := newOp(opPut, key, value, opts)
+	req, err := op.putRequest()
+	if err != nil {
+		return nil, fmt.Errorf("accord: put %q: %w", key, err)
+	}
+	resp, err := s.proposeTxn(ctx, &wire.TxnRequest{Success: []wire.RequestOp{{Put: req}}})
+	if err != nil {
+		return nil, fmt.Errorf("accord: put %q: %w", key, err)
+	}
+	return resp.Responses[0].Put, nil
+}
+
+// Get reads a key or, with WithPrefix, WithRange or WithFromKey, a range.
+// The read is linearizable unless WithSerializable is given: it reflects
+// every write acknowledged before Get was called. Errors: ErrEmptyKey,
+// ErrCompacted and ErrFutureRev for WithRev, ErrInvalidArgument, ErrClosed,
+// ErrNoLeader or the ctx error.
+func (s *Store) Get(ctx context.Context, key string, opts ...OpOption) (*GetResponse, error) {
+	op := newOp(opGet, key, nil, opts)
+	req, err := op.rangeRequest()
+	if err != nil {
+		return nil, fmt.Errorf("accord: get %q: %w", key, err)
+	}
+	if !req.Serializable {
+		if err := s.readIndex(ctx); err != nil {
+			return nil, fmt.Errorf("accord: get %q: %w", key, err)
+		}
+	} else if s.isClosed() {
+		return nil, fmt.Errorf("accord: get %q: %w", key, ErrClosed)
+	}
+	resp, err := s.ks.Range(req)
+	if err != nil {
+		return nil, fmt.Errorf("accord: get %q: %w", key, err)
+	}
+	copyKVs(resp.KVs)
+	return resp, nil
+}
+
+// Delete deletes a key or, with WithPrefix, WithRange or WithFromKey, a
+// range. Deleting nothing is not an error (Deleted is 0, and the revision
+// does not change). WithPrevKV returns the deleted versions.
+func (s *Store) Delete(ctx context.Context, key string, opts ...OpOption) (*DeleteResponse, error) {
+	op := newOp(opDelete, key, nil, opts)
+	req, err := op.deleteRequest()
+	if err != nil {
+		return nil, fmt.Errorf("accord: delete %q: %w", key, err)
+	}
+	resp, err := s.proposeTxn(ctx, &wire.TxnRequest{Success: []wire.RequestOp{{DeleteRange: req}}})
+	if err != nil {
+		return nil, fmt.Errorf("accord: delete %q: %w", key, err)
+	}
+	return resp.Responses[0].Delete, nil
+}
+
+// Compact discards history below rev: reads and watches at earlier
+// revisions fail with ErrCompacted afterwards. The version of each key that
+// was current at rev is kept. Errors: ErrCompacted if rev is at or below
+// the compacted revision, ErrFutureRev beyond the current one.
+func (s *Store) Compact(ctx context.Context, rev int64) error {
+	if _, err := s.propose(ctx, &wire.Command{Type: wire.CmdCompact, Compact: rev}); err != nil {
+		return fmt.Errorf("accord: compact %d: %w", rev, err)
+	}
+	return nil
+}
+
+// Txn starts a transaction: If(cmps...).Then(ops...).Else(ops...).Commit().
+// The transaction runs atomically at one revision; if it writes anything,
+// the revision grows by exactly one.
+func (s *Store) Txn(ctx context.Context) *Txn { return &Txn{s: s, ctx: ctx} }
+
+// Txn is a transaction under construction. If, Then and Else may each be
+// called once, in that order; Commit runs it. A Txn is not safe for
+// concurrent use.
+type Txn struct {
+	s        *Store
+	ctx      context.Context
+	cmps     []Cmp
+	thenOps  []Op
+	elseOps  []Op
+	stage    int // 0 new, 1 after If, 2 after Then, 3 after Else
+	misorder string
+}
+
+// If adds comparisons; all must hold for Then to run.
+func (t *Txn) If(cs ...Cmp) *Txn {
+	if t.stage >= 1 && t.misorder == "" {
+		t.misorder = "If called after If, Then or Else"
+	}
+	t.stage = 1
+	t.cmps = append(t.cmps, cs...)
+	return t
+}
+
+// Then adds the operations that run when every comparison holds.
+func (t *Txn) Then(ops ...Op) *Txn {
+	if t.stage >= 2 && t.misorder == "" {
+		t.misorder = "Then called after Then or Else"
+	}
+	t.stage = 2
+	t.thenOps = append(t.thenOps, ops...)
+	return t
+}
+
+// Else adds the operations that run when a comparison fails.
+func (t *Txn) Else(ops ...Op) *Txn {
+	if t.stage >= 3 && t.misorder == "" {
+		t.misorder = "Else called twice"
+	}
+	t.stage = 3
+	t.elseOps = append(t.elseOps, ops...)
+	return t
+}
+
+// Commit runs the transaction. A transaction that only reads is served like
+// Get (linearizable, or local if every read is WithSerializable) without
+// going through the log. Errors: ErrTooManyOps, ErrDuplicateKey,
+// ErrInvalidArgument, ErrRequestTooLarge, plus those of Put and Get.
+func (t *Txn) Commit() (*TxnResponse, error) {
+	if t.misorder != "" {
+		return nil, fmt.Errorf("accord: txn: %w: %s", ErrInvalidArgument, t.misorder)
+	}
+	req, err := buildTxn(t.cmps, t.thenOps, t.elseOps, t.s.opts.MaxTxnOps)
+	if err != nil {
+		return nil, fmt.Errorf("accord: txn: %w", err)
+	}
+	if readOnly, serializable := txnReadKind(req); readOnly {
+		if !serializable {
+			if err := t.s.readIndex(t.ctx); err != nil {
+				return nil, fmt.Errorf("accord: txn: %w", err)
+			}
+		} else if t.s.isClosed() {
+			return nil, fmt.Errorf("accord: txn: %w", ErrClosed)
+		}
+		resp, err := t.s.ks.readTxn(req)
+		if err != nil {
+			return nil, fmt.Errorf("accord: txn: %w", err)
+		}
+		return copyTxnResponse(resp), nil
+	}
+	resp, err := t.s.proposeTxn(t.ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("accord: txn: %w", err)
+	}
+	return resp, nil
+}
+
+// txnReadKind reports whether req (in both branches, nested included) only
+// reads, and whether every read is serializable.
+func txnReadKind(req *wire.TxnRequest) (readOnly, serializable bool) {
+	readOnly, serializable = true, true
+	var walk func(ops []wire.RequestOp)
+	walk = func(ops []wire.RequestOp) {
+		for _, op := range ops {
+			switch {
+			case op.Range != nil:
+				serializable = serializable && op.Range.Serializable
+			case op.Txn != nil:
+				walk(op.Txn.Success)
+				walk(op.Txn.Failure)
+			default:
+				readOnly = false
+			}
+		}
+	}
+	walk(req.Success)
+	walk(req.Failure)
+	return readOnly, serializable
+}
+
+// readTxn evaluates a read-only transaction against the current state.
+func (ks *keyspace) readTxn(req *wire.TxnRequest) (*TxnResponse, error) {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	x := &txnExec{ks: ks, rev: ks.rev + 1, readOnly: true}
+	resp, err := x.txn(req, 0)
+	if err != nil {
+		return nil, err
+	}
+	setTxnRevision(resp, ks.rev)
+	return resp, nil
+}
+
+func copyKVs(kvs []KeyValue) {
+	for i := range kvs {
+		kvs[i].Value = cloneBytes(kvs[i].Value)
+	}
+}
+
+func copyKV(kv *KeyValue) *KeyValue {
+	if kv == nil {
+		return nil
+	}
+	c := *kv
+	c.Value = cloneBytes(kv.Value)
+	return &c
+}
+
+// copyTxnResponse gives the caller its own copy of every value.
+func copyTxnResponse(r *TxnResponse) *TxnResponse {
+	for i := range r.Responses {
+		switch op := &r.Responses[i]; {
+		case op.Get != nil:
+			copyKVs(op.Get.KVs)
+		case op.Put != nil:
+			op.Put.PrevKV = copyKV(op.Put.PrevKV)
+		case op.Delete != nil:
+			copyKVs(op.Delete.PrevKVs)
+		case op.Txn != nil:
+			copyTxnResponse(op.Txn)
+		}
+	}
+	return r
+}
