@@ -308,7 +308,7 @@ func (s *Store) KeepAlive(ctx context.Context, id LeaseID) (<-chan LeaseStatus, 
 	}
 	ch := make(chan LeaseStatus, 1)
 	ch <- *st
-	s.wg.Go(func() {
+	started := s.goTracked(func() {
 		defer close(ch)
 		interval := max(st.GrantedTTL/3, 10*time.Millisecond)
 		t := time.NewTicker(interval)
@@ -334,6 +334,9 @@ func (s *Store) KeepAlive(ctx context.Context, id LeaseID) (<-chan LeaseStatus, 
 			}
 		}
 	})
+	if !started {
+		return nil, fmt.Errorf("accord: keep-alive lease %d: %w", id, ErrClosed)
+	}
 	return ch, nil
 }
 

@@ -37,10 +37,11 @@ type Store struct {
 	stop chan struct{} // closed by Close: every loop and waiter ends
 	wg   sync.WaitGroup
 
-	// closeMu guards closed; held for reading while starting a goroutine on
-	// s.wg, so that no goroutine starts once Close is waiting for them.
+	// closeMu is held for reading while starting a goroutine on s.wg and
+	// for writing while setting closed, so that no goroutine starts once
+	// Close is waiting for them.
 	closeMu   sync.RWMutex
-	closed    bool
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 
@@ -61,8 +62,11 @@ type Store struct {
 // leader. Open refuses, without changing anything, a directory that is
 // damaged (ErrCorrupt, with the file and the reason), belongs to another
 // node or cluster or to a newer format (ErrForeignDir), or is in use by
-// another Store. Open does not wait for leadership; calls made before the
-// node is a ready leader wait for it within their ctx.
+// another Store. A store that is the only voter of its cluster (the
+// default) is ready when Open returns: Open waits for it to elect itself
+// and replay its log (about half an ElectionTimeout; bounded, and logged
+// if it takes longer). Calls made while there is no ready leader wait for
+// one within their ctx.
 func Open(dir string, opts *Options) (s *Store, err error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -179,10 +183,23 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			s.log.Warn("cannot shorten first election", "err", err)
 		}
 	}
+	single := s.fastElect
 	s.wg.Go(s.leaderLoop)
 	s.wg.Go(s.readLoop)
 	s.wg.Go(s.expiryLoop)
 	s.wg.Go(s.progressLoop)
+	if single {
+		// A single voter elects itself within one shortened timeout and then
+		// replays its log. Waiting for that here means that once Open
+		// returns, the store holds every write it had acknowledged before,
+		// and a Watch started now begins after them, not before a replay.
+		ctx, cancel := context.WithTimeout(context.Background(), max(10*time.Second, 20*o.ElectionTimeout))
+		err := s.waitLeaderReady(ctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("not ready yet after Open; calls will wait for leadership", "err", err)
+		}
+	}
 	return s, nil
 }
 
@@ -258,7 +275,7 @@ func (s *Store) raftConfig() *raft.Config {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeMu.Lock()
-		s.closed = true
+		s.closed.Store(true)
 		close(s.stop)
 		s.closeMu.Unlock()
 		err := s.raft.Shutdown().Error()
@@ -277,18 +294,14 @@ func (s *Store) Close() error {
 func (s *Store) goTracked(f func()) bool {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return false
 	}
 	s.wg.Go(f)
 	return true
 }
 
-func (s *Store) isClosed() bool {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	return s.closed
-}
+func (s *Store) isClosed() bool { return s.closed.Load() }
 
 // NodeID returns this node's permanent ID.
 func (s *Store) NodeID() string { return s.id }
@@ -309,6 +322,9 @@ func (s *Store) readinessChanged() {
 
 // waitLeaderReady waits until this node is a ready leader.
 func (s *Store) waitLeaderReady(ctx context.Context) error {
+	if s.isReady() {
+		return nil // the common case, without touching readyMu
+	}
 	for {
 		s.readyMu.Lock()
 		ch := s.readyCh

@@ -208,7 +208,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) <-chan 
 	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return fail(ErrClosed)
 	}
 	s.hub.register(w, op.rev)

@@ -89,11 +89,11 @@ func (h *hcl) Warn(msg string, args ...any)  { h.Log(hclog.Warn, msg, args...) }
 func (h *hcl) Error(msg string, args ...any) { h.Log(hclog.Error, msg, args...) }
 
 func (h *hcl) enabled(l hclog.Level) bool { return h.l.Enabled(context.Background(), toSlog(l)) }
-func (h *hcl) IsTrace() bool             { return h.enabled(hclog.Trace) }
-func (h *hcl) IsDebug() bool             { return h.enabled(hclog.Debug) }
-func (h *hcl) IsInfo() bool              { return h.enabled(hclog.Info) }
-func (h *hcl) IsWarn() bool              { return h.enabled(hclog.Warn) }
-func (h *hcl) IsError() bool             { return h.enabled(hclog.Error) }
+func (h *hcl) IsTrace() bool              { return h.enabled(hclog.Trace) }
+func (h *hcl) IsDebug() bool              { return h.enabled(hclog.Debug) }
+func (h *hcl) IsInfo() bool               { return h.enabled(hclog.Info) }
+func (h *hcl) IsWarn() bool               { return h.enabled(hclog.Warn) }
+func (h *hcl) IsError() bool              { return h.enabled(hclog.Error) }
 
 func (h *hcl) ImpliedArgs() []any { return h.implied }
 
