@@ -114,9 +114,8 @@ type WatchResponse struct {
 func (r WatchResponse) IsProgressNotify() bool { return len(r.Events) == 0 && r.Err == nil }
 
 // LeaseStatus describes a lease. TTL is the time left before it expires, as
-// seen by the leader (-1 for a lease that does not exist, from TimeToLive);
-// GrantedTTL the TTL it was granted with. Keys lists the keys attached to
-// it, filled by TimeToLive with WithAttachedKeys.
+// seen by the leader; GrantedTTL the TTL it was granted with. Keys lists
+// the keys attached to it, filled by TimeToLive with WithAttachedKeys.
 type LeaseStatus struct {
 	ID         LeaseID
 	TTL        time.Duration
