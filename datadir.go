@@ -3,14 +3,18 @@ package accord
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"hash/crc64"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -168,7 +172,7 @@ func openBolt(path string, o *Options) (store *raftboltdb.BoltStore, err error) 
 		},
 	})
 	if errors.Is(err, bbolt.ErrTimeout) {
-		return nil, fmt.Errorf("accord: %s is in use by another process (only one Store may open a data directory)", path)
+		return nil, fmt.Errorf("%w: %s is locked by another Store (in this or another process)", ErrInUse, path)
 	}
 	if err != nil {
 		return nil, &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
@@ -176,28 +180,100 @@ func openBolt(path string, o *Options) (store *raftboltdb.BoltStore, err error) 
 	return store, nil
 }
 
-// checkBolt runs bbolt's consistency check on raft.db (read-only, before
-// raft-boltdb opens it for writing).
-func checkBolt(path string) (err error) {
+// checkBolt checks raft.db read-only, before raft-boltdb opens it for
+// writing (which commits a transaction, changing the file even if Open then
+// refuses it): both meta pages, every page that holds data, and the raft log
+// (checkLog, whose latest configuration it returns).
+//
+// Not tx.Check: it runs in a goroutine of its own, where bbolt's assertions
+// on a damaged page panic beyond any recover and take the process down.
+// Here a damaged page panics (or, with SetPanicOnFault, faults) on our
+// goroutine and becomes an ErrCorrupt.
+func checkBolt(path string, snap *snapInfo, initialized bool) (conf *raft.Configuration, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &CorruptError{Path: path, Reason: "bolt database is damaged", Err: fmt.Errorf("%v", p)}
 		}
 	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if err := checkBoltPages(path); err != nil {
+		return nil, err
+	}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: boltOpenTimout}})
+	if err != nil {
+		return nil, &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
+	}
+	defer logs.Close()
+	return checkLog(path, logs, snap, initialized)
+}
+
+func checkBoltPages(path string) error {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: boltOpenTimout})
 	if errors.Is(err, bbolt.ErrTimeout) {
-		return fmt.Errorf("accord: %s is in use by another process (only one Store may open a data directory)", path)
+		return fmt.Errorf("%w: %s is locked by another Store (in this or another process)", ErrInUse, path)
 	}
 	if err != nil {
 		return &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
 	}
 	defer db.Close()
+	if err := checkMetaPages(path, db.Info().PageSize); err != nil {
+		return err
+	}
 	return db.View(func(tx *bbolt.Tx) error {
-		for cerr := range tx.Check() {
-			return &CorruptError{Path: path, Reason: "bolt consistency check failed", Err: cerr}
+		if err := tx.ForEach(func(_ []byte, b *bbolt.Bucket) error { return checkBucket(b) }); err != nil {
+			return &CorruptError{Path: path, Reason: "bolt consistency check failed", Err: err}
 		}
 		return nil
 	})
+}
+
+// checkMetaPages refuses raft.db if either bolt meta page fails its
+// checksum. bbolt silently uses the other one, which may hold the state
+// before the last transaction: a start without the last acknowledged log
+// entries. (A meta page torn by a crash mid-commit is refused too: that
+// transaction was never acknowledged, but the two cannot be told apart.)
+func checkMetaPages(path string, pageSize int) error {
+	b := make([]byte, 2*pageSize)
+	f, err := os.Open(path)
+	if err != nil {
+		return &CorruptError{Path: path, Reason: "bolt meta pages unreadable", Err: err}
+	}
+	defer f.Close()
+	if _, err := io.ReadFull(f, b); err != nil {
+		return &CorruptError{Path: path, Reason: "bolt meta pages unreadable", Err: err}
+	}
+	// A meta page: 16-byte page header, then magic, version, ... and at 56
+	// the FNV-64a checksum of the 56 bytes before it (bbolt's common.Meta).
+	for i := range 2 {
+		m := b[i*pageSize+16:]
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if binary.NativeEndian.Uint32(m) != 0xED0CDAED || binary.NativeEndian.Uint32(m[4:]) != 2 || binary.NativeEndian.Uint64(m[56:]) != h.Sum64() {
+			return &CorruptError{Path: path, Reason: fmt.Sprintf("bolt meta page %d is damaged (bbolt would fall back to the state before the last transaction)", i)}
+		}
+	}
+	return nil
+}
+
+// checkBucket walks every key of b and its sub-buckets, checking their order.
+func checkBucket(b *bbolt.Bucket) error {
+	var prev []byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if prev != nil && bytes.Compare(prev, k) >= 0 {
+			return fmt.Errorf("key %x out of order after %x", k, prev)
+		}
+		prev = k
+		if v != nil {
+			continue
+		}
+		if sub := b.Bucket(k); sub != nil {
+			if err := checkBucket(sub); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // snapInfo is what checkSnapshots learns about the newest snapshot.
@@ -328,6 +404,13 @@ func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initializ
 			}
 			conf = &c
 		}
+		// Every command accord writes carries its checksum (propose and the
+		// leader's no-op both use logEntrySum); raft's own entries carry
+		// none. A missing, extra or wrong sum is damage.
+		if l.Type == raft.LogCommand && !bytes.Equal(l.Extensions, logEntrySum(l.Data)) ||
+			l.Type != raft.LogCommand && len(l.Extensions) > 0 {
+			return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d fails its checksum", i)}
+		}
 		if l.Type == raft.LogCommand {
 			if _, err := wire.DecodeCommand(l.Data); err != nil && !errors.Is(err, wire.ErrUnknownCommand) {
 				return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d does not decode", i), Err: err}
@@ -336,6 +419,18 @@ func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initializ
 	}
 	return conf, nil
 }
+
+// logSumCRC32C tags a log entry's Extensions as a CRC-32C of its Data.
+// bbolt has no checksums on data pages, so without it a flipped byte in a
+// stored command would be applied as a different write.
+const logSumCRC32C = 1
+
+// logEntrySum is the Extensions stored with each command.
+func logEntrySum(data []byte) []byte {
+	return binary.BigEndian.AppendUint32([]byte{logSumCRC32C}, crc32.Checksum(data, castagnoli))
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // decodeConfiguration is raft.DecodeConfiguration without its panic.
 func decodeConfiguration(b []byte) (c raft.Configuration, err error) {

@@ -89,10 +89,9 @@ var (
 	// another node or cluster, or was written by a newer format version.
 	ErrForeignDir = errors.New("accord: data directory belongs to another node, cluster or version")
 
-	// ErrWatchSlow ends a watch whose consumer fell behind so far that the
-	// history it still needed was compacted; WatchResponse.CompactRevision
-	// says from which revision a new watch can resume.
-	ErrWatchSlow = errors.New("accord: watcher fell behind compaction")
+	// ErrInUse is returned by Open and Restore for a data directory that
+	// another Store holds open. Only one Store may open a directory.
+	ErrInUse = errors.New("accord: data directory in use")
 )
 
 // NotLeaderError says which node is the leader, when it is known. It matches

@@ -101,7 +101,7 @@ func (e Event) IsCreate() bool { return e.Type == EventPut && e.KV.Version == 1 
 // notification: the watch has seen everything up to Revision.
 //
 // A response with a non-nil Err is the last one; the channel closes after
-// it. With ErrCompacted (or ErrWatchSlow) CompactRevision is the revision a
+// it. With ErrCompacted CompactRevision is the revision a
 // new watch can resume from.
 type WatchResponse struct {
 	Revision        int64

@@ -189,10 +189,16 @@ func (ks *keyspace) rangeLocked(req *wire.RangeRequest, rev int64, resp *GetResp
 	native := target == wire.SortByKey && order != wire.SortDescend
 	filtered := req.MinModRev != 0 || req.MaxModRev != 0 || req.MinCreateRev != 0 || req.MaxCreateRev != 0
 	// Without sorting we can stop collecting at the limit (but keep counting).
+	// Like etcd (rangeLimit in server/etcdserver/txn/range.go), a non-key
+	// target with order NONE also takes the first limit+1 keys in key order
+	// and sorts only those, unless a filter is set.
 	collectLimit := int64(0)
-	if native && req.Limit > 0 {
+	if req.Limit > 0 && (native || (req.SortOrder == wire.SortNone && !filtered)) {
 		collectLimit = req.Limit + 1
 	}
+	// Sorting by value needs the values even with keys_only (etcd drops
+	// them after sorting).
+	stripLate := req.KeysOnly && target == wire.SortByValue
 	var count int64
 	ks.ascend(req.Key, req.RangeEnd, func(h *keyHist) bool {
 		v := h.at(rev)
@@ -207,13 +213,18 @@ func (ks *keyspace) rangeLocked(req *wire.RangeRequest, rev int64, resp *GetResp
 			return true
 		}
 		if collectLimit == 0 || int64(len(resp.KVs)) < collectLimit {
-			resp.KVs = append(resp.KVs, toKV(h.key, v, req.KeysOnly))
+			resp.KVs = append(resp.KVs, toKV(h.key, v, req.KeysOnly && !stripLate))
 		}
 		return true
 	})
 	resp.Count = count
 	if !native {
 		sortKVs(resp.KVs, target, order)
+	}
+	if stripLate {
+		for i := range resp.KVs {
+			resp.KVs[i].Value = nil
+		}
 	}
 	if req.Limit > 0 && int64(len(resp.KVs)) > req.Limit {
 		resp.KVs = resp.KVs[:req.Limit]
@@ -251,20 +262,20 @@ func sortKVs(kvs []KeyValue, target, order uint8) {
 		}
 		return 0 // by key: the input is already ascending by key
 	}
-	slices.SortStableFunc(kvs, func(a, b KeyValue) int {
-		c := cmp(&a, &b)
-		if c == 0 && target == wire.SortByKey {
-			c = -1 // keep input order; reversed below for descend
-		}
-		return c
-	})
-	if order == wire.SortDescend {
-		if target == wire.SortByKey {
+	if target == wire.SortByKey {
+		// The input is ascending by key. (A comparator that never returns
+		// 0 or +1, as this once used, is inconsistent, and the stable sort
+		// reversed the input, so KEY DESCEND came out ascending.)
+		if order == wire.SortDescend {
 			slices.Reverse(kvs)
-			return
 		}
-		slices.SortStableFunc(kvs, func(a, b KeyValue) int { return cmp(&b, &a) })
+		return
 	}
+	if order == wire.SortDescend {
+		slices.SortStableFunc(kvs, func(a, b KeyValue) int { return cmp(&b, &a) })
+		return
+	}
+	slices.SortStableFunc(kvs, func(a, b KeyValue) int { return cmp(&a, &b) })
 }
 
 func cmpInt(a, b int64) int {
@@ -310,9 +321,11 @@ type txnExec struct {
 // to publish (nil if nothing changed). The caller holds ks.mu for writing.
 func (ks *keyspace) applyTxn(req *wire.TxnRequest, leases leaseChecker) (*TxnResponse, []Event, error) {
 	x := &txnExec{ks: ks, leases: leases, rev: ks.rev + 1}
+	size := ks.size
 	resp, err := x.txn(req, 0)
 	if err != nil {
 		x.rollback()
+		ks.size = size // write() counted the undone versions
 		return nil, nil, err
 	}
 	if x.changed {
@@ -337,13 +350,6 @@ func setTxnRevision(r *TxnResponse, rev int64) {
 			setTxnRevision(op.Txn, rev)
 		}
 	}
-}
-
-func (x *txnExec) current() int64 {
-	if x.changed {
-		return x.rev
-	}
-	return x.ks.rev
 }
 
 func (x *txnExec) rollback() {
@@ -427,7 +433,10 @@ func (x *txnExec) compare(c *wire.Compare) bool {
 		return true
 	}
 	x.ks.ascend(c.Key, c.RangeEnd, func(h *keyHist) bool {
-		v := h.latest()
+		// At ks.rev, the revision before this transaction: etcd evaluates
+		// every compare, nested ones included, before any write
+		// (compareToPath), so a nested compare does not see earlier ops.
+		v := h.at(x.ks.rev)
 		if v == nil {
 			return true
 		}
@@ -474,11 +483,12 @@ func compareVersion(c *wire.Compare, v *version) bool {
 }
 
 func (x *txnExec) rangeOp(req *wire.RangeRequest) (*GetResponse, error) {
-	cur := x.current()
 	rev := req.Revision
 	if rev == 0 {
 		rev = math.MaxInt64 // include this transaction's own writes
-	} else if err := x.ks.checkRevLocked(rev, cur); err != nil {
+	} else if err := x.ks.checkRevLocked(rev, x.ks.rev); err != nil {
+		// Checked against the revision before the txn, as etcd's checkTxn
+		// does: the txn's own revision is not readable by number.
 		return nil, err
 	}
 	resp := &GetResponse{}
@@ -517,20 +527,21 @@ func (x *txnExec) put(req *wire.PutRequest) (*PutResponse, error) {
 		cur = h.latest()
 	}
 	value, lease := req.Value, req.Lease
+	// etcd rejects the request (checkPutRequest) before it looks at the key.
+	if req.IgnoreValue && len(req.Value) != 0 {
+		return nil, ErrValueProvided
+	}
+	if req.IgnoreLease && req.Lease != 0 {
+		return nil, ErrLeaseProvided
+	}
 	if req.IgnoreValue || req.IgnoreLease {
 		if cur == nil {
 			return nil, ErrKeyNotFound
 		}
 		if req.IgnoreValue {
-			if len(req.Value) != 0 {
-				return nil, ErrValueProvided
-			}
 			value = cur.value
 		}
 		if req.IgnoreLease {
-			if req.Lease != 0 {
-				return nil, ErrLeaseProvided
-			}
 			lease = cur.lease
 		}
 	}
@@ -622,6 +633,17 @@ func (ks *keyspace) compact(rev int64) error {
 	}
 	i := sort.Search(len(ks.events), func(i int) bool { return ks.events[i].rev >= rev })
 	ks.events = append([]revEvents(nil), ks.events[i:]...)
+	if len(ks.events) > 0 && ks.events[0].rev == rev {
+		// The versions before rev are gone, so events at rev lose their
+		// PrevKV: keyspaceFromView cannot rebuild it after a snapshot, and
+		// every replica must replay the same history (etcd, whose PrevKV is
+		// a read at rev-1, omits it too). New slice: watchers may hold the old.
+		evs := slices.Clone(ks.events[0].events)
+		for j := range evs {
+			evs[j].PrevKV = nil
+		}
+		ks.events[0].events = evs
+	}
 	ks.compactRev = rev
 	return nil
 }
@@ -639,6 +661,9 @@ func (ks *keyspace) history(from, upTo int64, maxRevs int) ([]revEvents, int64, 
 	}
 	if upTo == 0 || upTo > ks.rev {
 		upTo = ks.rev
+	}
+	if maxRevs <= 0 {
+		maxRevs = math.MaxInt
 	}
 	i := sort.Search(len(ks.events), func(i int) bool { return ks.events[i].rev >= from })
 	j := i

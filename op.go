@@ -293,8 +293,15 @@ func Compare(c Cmp, result string, v any) Cmp {
 func (c Cmp) WithRange(end string) Cmp { c.end = end; return c }
 
 // WithPrefix makes the compare hold only if it holds for every key with
-// the prefix key.
-func (c Cmp) WithPrefix() Cmp { c.end = PrefixEnd(c.key); return c }
+// the prefix key. With an empty key it covers every key (as clientv3 does).
+func (c Cmp) WithPrefix() Cmp {
+	if c.key == "" {
+		c.key, c.end = "\x00", "\x00"
+		return c
+	}
+	c.end = PrefixEnd(c.key)
+	return c
+}
 
 func (c Cmp) toWire() (wire.Compare, error) {
 	if c.err != nil {
@@ -354,8 +361,9 @@ func (op *Op) deleteRequest() (*wire.DeleteRangeRequest, error) {
 	return &wire.DeleteRangeRequest{Key: op.key, RangeEnd: op.end, PrevKV: op.prevKV}, nil
 }
 
-// toWire converts op for the log. maxOps bounds every level of nested
-// transactions, as etcd does.
+// toWire converts op for the log. maxOps is the budget left for a nested
+// transaction: etcd's checkTxnRequest gives it the limit minus the
+// operation count of its parent level.
 func (op *Op) toWire(maxOps int) (wire.RequestOp, error) {
 	switch op.t {
 	case opGet:
@@ -377,7 +385,8 @@ func (op *Op) toWire(maxOps int) (wire.RequestOp, error) {
 // buildTxn validates and converts a transaction: operation counts, operands,
 // and duplicate writes per branch.
 func buildTxn(cmps []Cmp, thenOps, elseOps []Op, maxOps int) (*wire.TxnRequest, error) {
-	if len(cmps) > maxOps || len(thenOps) > maxOps || len(elseOps) > maxOps {
+	opc := max(len(cmps), len(thenOps), len(elseOps))
+	if opc > maxOps {
 		return nil, ErrTooManyOps
 	}
 	t := &wire.TxnRequest{}
@@ -392,10 +401,10 @@ func buildTxn(cmps []Cmp, thenOps, elseOps []Op, maxOps int) (*wire.TxnRequest, 
 		}
 	}
 	var err error
-	if t.Success, err = opsToWire(thenOps, maxOps); err != nil {
+	if t.Success, err = opsToWire(thenOps, maxOps-opc); err != nil {
 		return nil, err
 	}
-	if t.Failure, err = opsToWire(elseOps, maxOps); err != nil {
+	if t.Failure, err = opsToWire(elseOps, maxOps-opc); err != nil {
 		return nil, err
 	}
 	if err := checkDuplicates(t.Success); err != nil {
@@ -434,70 +443,82 @@ func (r keyRange) contains(k string) bool {
 	return k >= r.key && k < r.end
 }
 
-// checkDuplicates rejects a branch that writes one key twice: two puts, or
-// a put inside a deleted range, counting nested transactions (whose two
-// branches may each write the key, since only one of them runs).
+// checkDuplicates rejects a branch that writes one key twice, following
+// etcd's checkIntervals, so that the transactions etcd accepts are
+// accepted (with one exception, below): two puts of a key in one level, a put inside a range deleted at
+// its own level, a nested put inside a range deleted by the parent level or
+// an earlier sibling, or two nested transactions putting the same key. The
+// two branches of one nested transaction may write the same key, since only
+// one of them runs.
 func checkDuplicates(ops []wire.RequestOp) error {
-	puts, dels, err := collectWrites(ops)
-	if err != nil {
-		return err
-	}
-	for k := range puts {
-		for _, d := range dels {
-			if d.contains(k) {
-				return ErrDuplicateKey
-			}
-		}
-	}
-	return nil
+	_, _, err := collectWrites(ops)
+	return err
 }
 
 func collectWrites(ops []wire.RequestOp) (map[string]struct{}, []keyRange, error) {
-	var puts map[string]struct{}
 	var dels []keyRange
-	add := func(k string) error {
-		if puts == nil {
-			puts = make(map[string]struct{})
+	for _, op := range ops {
+		if op.DeleteRange != nil {
+			dels = append(dels, keyRange{op.DeleteRange.Key, op.DeleteRange.RangeEnd})
 		}
-		if _, dup := puts[k]; dup {
-			return ErrDuplicateKey
+	}
+	deleted := func(k string) bool {
+		for _, d := range dels {
+			if d.contains(k) {
+				return true
+			}
 		}
-		puts[k] = struct{}{}
-		return nil
+		return false
+	}
+	puts := make(map[string]struct{})
+	for _, op := range ops {
+		if op.Txn == nil {
+			continue
+		}
+		thenPuts, thenDels, err := collectWrites(op.Txn.Success)
+		if err != nil {
+			return nil, nil, err
+		}
+		elsePuts, elseDels, err := collectWrites(op.Txn.Failure)
+		if err != nil {
+			return nil, nil, err
+		}
+		// Stricter than etcd in one case: a nested delete covering a key
+		// that an earlier sibling (or this level, checked below) puts.
+		// etcd accepts that and writes the key twice in one revision,
+		// which a snapshot cannot reproduce.
+		for _, d := range append(thenDels[:len(thenDels):len(thenDels)], elseDels...) {
+			for k := range puts {
+				if d.contains(k) {
+					return nil, nil, ErrDuplicateKey
+				}
+			}
+		}
+		for k := range thenPuts {
+			if _, dup := puts[k]; dup || deleted(k) {
+				return nil, nil, ErrDuplicateKey
+			}
+			puts[k] = struct{}{}
+		}
+		for k := range elsePuts {
+			_, inThen := thenPuts[k]
+			if _, dup := puts[k]; dup && !inThen || deleted(k) {
+				return nil, nil, ErrDuplicateKey
+			}
+			puts[k] = struct{}{}
+		}
+		dels = append(dels, thenDels...)
+		dels = append(dels, elseDels...)
 	}
 	for _, op := range ops {
-		switch {
-		case op.Put != nil:
-			if err := add(op.Put.Key); err != nil {
-				return nil, nil, err
-			}
-		case op.DeleteRange != nil:
-			dels = append(dels, keyRange{op.DeleteRange.Key, op.DeleteRange.RangeEnd})
-		case op.Txn != nil:
-			tp, td, err := collectWrites(op.Txn.Success)
-			if err != nil {
-				return nil, nil, err
-			}
-			ep, ed, err := collectWrites(op.Txn.Failure)
-			if err != nil {
-				return nil, nil, err
-			}
-			for k := range tp {
-				if err := add(k); err != nil {
-					return nil, nil, err
-				}
-			}
-			for k := range ep {
-				if _, inThen := tp[k]; inThen {
-					continue // the two branches exclude each other
-				}
-				if err := add(k); err != nil {
-					return nil, nil, err
-				}
-			}
-			dels = append(dels, td...)
-			dels = append(dels, ed...)
+		if op.Put == nil {
+			continue
 		}
+		k := op.Put.Key
+		if _, dup := puts[k]; dup || deleted(k) {
+			return nil, nil, ErrDuplicateKey
+		}
+		puts[k] = struct{}{}
 	}
 	return puts, dels, nil
 }

@@ -54,7 +54,8 @@ type Options struct {
 	MaxRequestBytes int
 
 	// MaxTxnOps caps the compares and the operations of each branch of a
-	// transaction, at every nesting level. Default 128 (etcd's
+	// transaction; a nested transaction gets what its parent level leaves
+	// (MaxTxnOps minus the parent's count), as in etcd. Default 128 (etcd's
 	// --max-txn-ops).
 	MaxTxnOps int
 

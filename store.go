@@ -89,8 +89,10 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		return nil, err
 	}
 	dbPath := filepath.Join(dir, raftDBName)
+	var latestConf *raft.Configuration
 	if fi, err := os.Stat(dbPath); err == nil && fi.Size() > 0 {
-		if err := checkBolt(dbPath); err != nil {
+		// Read-only, before openBolt writes to the file.
+		if latestConf, err = checkBolt(dbPath, snap, m.Initialized); err != nil {
 			return nil, err
 		}
 	} else if m.Initialized {
@@ -109,10 +111,6 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			logs.Close()
 		}
 	}()
-	latestConf, err := checkLog(dbPath, logs, snap, m.Initialized)
-	if err != nil {
-		return nil, err
-	}
 	fss, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("accord: open: %w", err)
@@ -366,7 +364,7 @@ func (s *Store) becomeReady(leaderCh <-chan bool) {
 	data, _ := wire.EncodeCommand(&wire.Command{Type: wire.CmdNoop})
 	for attempt := 0; ; attempt++ {
 		term := s.raft.CurrentTerm()
-		err := s.raft.Apply(data, s.opts.ElectionTimeout).Error()
+		err := s.raft.ApplyLog(raft.Log{Data: data, Extensions: logEntrySum(data)}, s.opts.ElectionTimeout).Error()
 		if err == nil && s.raft.State() == raft.Leader && s.raft.CurrentTerm() == term {
 			if s.fastElect {
 				s.fastElect = false
@@ -531,7 +529,7 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, e
 				return nil, ctx.Err()
 			}
 		}
-		f := s.raft.Apply(data, timeout)
+		f := s.raft.ApplyLog(raft.Log{Data: data, Extensions: logEntrySum(data)}, timeout)
 		err := s.waitFuture(ctx, f)
 		switch {
 		case err == nil:

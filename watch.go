@@ -142,8 +142,10 @@ func (h *watchHub) progressTick() {
 			w.sawNews = false
 			continue
 		}
+		// The current revision, as etcd reports it; not w.next-1, which for
+		// a watch started at a future revision does not exist yet.
 		select {
-		case w.in <- WatchResponse{Revision: w.next - 1}:
+		case w.in <- WatchResponse{Revision: h.lastPub}:
 		default:
 		}
 	}
@@ -293,7 +295,7 @@ func (s *Store) catchUp(w *watcher, send func(WatchResponse) bool) bool {
 			return false
 		}
 		s.hub.mu.Lock()
-		w.next = covered + 1
+		w.next = max(w.next, covered+1) // a watch started in the future stays there
 		if len(evs) > 0 {
 			w.sawNews = true
 		}
