@@ -30,7 +30,9 @@ type fsm struct {
 	// mu is held for writing while a batch is applied or a snapshot
 	// restored; it guards leases. Holding it for reading gives a view of
 	// keyspace and leases that no apply is halfway through.
-	// Lock order: fsm.mu, then keyspace.mu, then watchHub.mu.
+	// Lock order: fsm.mu before keyspace.mu; watchHub.mu before
+	// keyspace.mu. Nothing takes fsm.mu or watchHub.mu while holding
+	// keyspace.mu (the FSM publishes to the hub after unlocking it).
 	mu     sync.RWMutex
 	leases *leaseTable
 

@@ -82,8 +82,9 @@ type revEvents struct {
 
 // keyspace is the multi-version store.
 //
-// Lock order: keyspace.mu is taken after fsm's and watchHub's locks are
-// released; nothing is called with it held that takes another lock.
+// Lock order: keyspace.mu is the innermost lock. It may be taken while
+// holding fsm.mu or watchHub.mu; nothing takes another lock while holding
+// it.
 type keyspace struct {
 	mu sync.RWMutex // guards every field below
 

@@ -39,7 +39,8 @@ type watcher struct {
 	// guarded by watchHub.mu
 	next    int64 // first revision not yet handed to this watcher
 	synced  bool
-	sawNews bool // events delivered since the last progress tick
+	sawNews bool  // events delivered since the last progress tick
+	sent    int64 // revision of the last events response handed over
 }
 
 type watchHub struct {
@@ -103,6 +104,7 @@ func (h *watchHub) publish(batch []revEvents) {
 		case w.in <- WatchResponse{Revision: last, Events: evs}:
 			w.next = last + 1
 			w.sawNews = true
+			w.sent = last
 		default:
 			w.synced = false // full: catch up from history instead
 			select {
@@ -142,10 +144,16 @@ func (h *watchHub) progressTick() {
 			w.sawNews = false
 			continue
 		}
-		// The current revision, as etcd reports it; not w.next-1, which for
-		// a watch started at a future revision does not exist yet.
+		// One pending notification is enough: an unread watcher must not
+		// fill its buffer with copies and be pushed into catch-up.
+		if len(w.in) > 0 {
+			continue
+		}
+		// The current revision, as etcd reports it (not w.next-1, which for
+		// a watch started at a future revision does not exist yet), and
+		// never below what the watcher already received from history.
 		select {
-		case w.in <- WatchResponse{Revision: h.lastPub}:
+		case w.in <- WatchResponse{Revision: max(h.lastPub, w.sent)}:
 		default:
 		}
 	}
@@ -248,10 +256,6 @@ func (s *Store) runWatcher(ctx context.Context, w *watcher, out chan<- WatchResp
 		case <-ctx.Done():
 			return
 		case <-s.stop:
-			select {
-			case out <- WatchResponse{Err: ErrClosed}:
-			default:
-			}
 			return
 		}
 	}
@@ -298,6 +302,7 @@ func (s *Store) catchUp(w *watcher, send func(WatchResponse) bool) bool {
 		w.next = max(w.next, covered+1) // a watch started in the future stays there
 		if len(evs) > 0 {
 			w.sawNews = true
+			w.sent = max(w.sent, covered)
 		}
 		if s.hub.lastPub <= covered {
 			w.synced = true
