@@ -553,7 +553,7 @@ func TestCorruptFreshDirInterruptedFirstOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := persistOpts()
-	s := persistOpen(t, dir, o)
+	s := openTestStore(t, dir, o)
 	if s.NodeID() != "fresh-node" {
 		t.Fatalf("NodeID %q, want the one in the manifest", s.NodeID())
 	}
@@ -577,11 +577,11 @@ func TestCorruptInterruptedAfterBootstrap(t *testing.T) {
 	ctx := persistCtx(t)
 	dir := t.TempDir()
 	o := persistOpts()
-	s := persistOpen(t, dir, o)
+	s := openTestStore(t, dir, o)
 	rev := (persistW{t, ctx, s}).put("k", "v")
 	s.Close()
 	corruptEditManifest(t, dir, func(m map[string]any) { m["initialized"] = false })
-	s = persistOpen(t, dir, o)
+	s = openTestStore(t, dir, o)
 	g, err := s.Get(ctx, "k")
 	if err != nil || len(g.KVs) != 1 || g.Revision != rev {
 		t.Fatalf("after reopen: %+v, %v", g, err)

@@ -125,7 +125,7 @@ func ltWantOneDeleteRevision(t *testing.T, ch <-chan WatchResponse, rev int64, k
 }
 
 func TestLeaseGrant(t *testing.T) {
-	s := wlOpen(t, "", nil)
+	s := openTestStore(t, "", nil)
 	ctx := t.Context()
 
 	t.Run("ids and TTLs", func(t *testing.T) {
@@ -199,7 +199,7 @@ func TestLeaseGrant(t *testing.T) {
 // TestLeaseAttach: keys attach to leases through Put, move between leases,
 // and detach when moved off a lease or deleted.
 func TestLeaseAttach(t *testing.T) {
-	s := wlOpen(t, "", nil)
+	s := openTestStore(t, "", nil)
 	ctx := t.Context()
 	l1 := ltGrant(t, s, time.Minute)
 	l2 := ltGrant(t, s, time.Minute)
@@ -266,7 +266,7 @@ func TestLeaseAttach(t *testing.T) {
 // deletes its keys in one revision; the lease is gone.
 func TestLeaseExpiry(t *testing.T) {
 	t.Parallel()
-	s := wlOpen(t, "", nil)
+	s := openTestStore(t, "", nil)
 	ctx, _ := wlWatchCtx(t)
 	const ttl = 100 * time.Millisecond
 	wlPut(t, s, "e/keep", "v")
@@ -296,7 +296,7 @@ func TestLeaseExpiry(t *testing.T) {
 // asserted as lower bounds (a lease never expires before renewal + TTL).
 func TestLeaseKeepAlive(t *testing.T) {
 	t.Parallel()
-	s := wlOpen(t, "", nil)
+	s := openTestStore(t, "", nil)
 	ctx := t.Context()
 	const ttl = time.Second
 
@@ -418,7 +418,7 @@ func TestLeaseKeepAlive(t *testing.T) {
 // lease; revoking an unknown lease fails; a lease without keys is revoked
 // without a new revision.
 func TestLeaseRevoke(t *testing.T) {
-	s := wlOpen(t, "", nil)
+	s := openTestStore(t, "", nil)
 	ctx, _ := wlWatchCtx(t)
 	id := ltGrant(t, s, time.Minute)
 	for _, k := range []string{"r/b", "r/c", "r/a"} {
@@ -470,7 +470,7 @@ func TestLeaseRestart(t *testing.T) {
 func ltRestart(t *testing.T, snapshot bool) {
 	dir := t.TempDir()
 	const ttl = time.Second
-	s1 := wlOpen(t, dir, nil)
+	s1 := openTestStore(t, dir, nil)
 	long := ltGrant(t, s1, time.Hour)
 	wlPut(t, s1, "rs/c", "3", WithLease(long))
 	wlPut(t, s1, "rs/d", "4")
@@ -488,7 +488,7 @@ func ltRestart(t *testing.T, snapshot bool) {
 	time.Sleep(time.Until(granted.Add(ttl + ttl/4)))
 
 	reopened := time.Now()
-	s2 := wlOpen(t, dir, nil)
+	s2 := openTestStore(t, dir, nil)
 	st, err := s2.TimeToLive(t.Context(), id, WithAttachedKeys())
 	if err != nil {
 		t.Fatalf("lease lost across a restart: %v", err)
@@ -528,7 +528,7 @@ func ltRestart(t *testing.T, snapshot bool) {
 	}
 
 	// The expiry is in the log: another restart replays it.
-	s3 := wlOpen(t, dir, nil)
+	s3 := openTestStore(t, dir, nil)
 	if r := wlRev(t, s3); r != rev {
 		t.Fatalf("revision %d after the second restart, want %d", r, rev)
 	}

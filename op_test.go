@@ -16,15 +16,7 @@ import (
 
 func optOpen(t *testing.T) (*Store, context.Context) {
 	t.Helper()
-	s, err := Open(t.TempDir(), &Options{ElectionTimeout: 50 * time.Millisecond, UnsafeNoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	s := openTestStore(t, "", nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	t.Cleanup(cancel)
 	return s, ctx

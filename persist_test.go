@@ -31,24 +31,13 @@ func persistCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// persistOpen opens dir and closes the store when the test ends.
-func persistOpen(t *testing.T, dir string, o *Options) *Store {
-	t.Helper()
-	s, err := Open(dir, o)
-	if err != nil {
-		t.Fatalf("Open(%s): %v", dir, err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 // persistReopen closes s and opens dir again.
 func persistReopen(t *testing.T, s *Store, dir string, o *Options) *Store {
 	t.Helper()
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	return persistOpen(t, dir, o)
+	return openTestStore(t, dir, o)
 }
 
 // persistW runs writes against a store and fails the test on any error.
@@ -328,7 +317,7 @@ func TestPersistRestart(t *testing.T) {
 			dir := t.TempDir()
 			o := persistOpts()
 			o.TrailingLogs = 1 // a snapshot really truncates the log
-			s := persistOpen(t, dir, o)
+			s := openTestStore(t, dir, o)
 			persistWritesA(persistW{t, ctx, s})
 			if tc.snapMid {
 				persistSnapshot(t, s)
@@ -364,7 +353,7 @@ func TestPersistSnapshotReplayEqualsPlainReplay(t *testing.T) {
 	oSnap := persistOpts()
 	oSnap.TrailingLogs = 1
 	oPlain := persistOpts()
-	snap, plain := persistOpen(t, dirSnap, oSnap), persistOpen(t, dirPlain, oPlain)
+	snap, plain := openTestStore(t, dirSnap, oSnap), openTestStore(t, dirPlain, oPlain)
 
 	persistWritesA(persistW{t, ctx, snap})
 	persistWritesA(persistW{t, ctx, plain})
@@ -392,7 +381,7 @@ func TestPersistSnapshotReplayEqualsPlainReplay(t *testing.T) {
 func TestBackupRestoreRoundTrip(t *testing.T) {
 	ctx := persistCtx(t)
 	o := persistOpts()
-	src := persistOpen(t, t.TempDir(), o)
+	src := openTestStore(t, t.TempDir(), o)
 	persistWritesA(persistW{t, ctx, src})
 	persistSnapshot(t, src) // Backup must not depend on raft snapshots either way
 	persistWritesB(persistW{t, ctx, src})
@@ -409,7 +398,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err := Restore(bytes.NewReader(backup), dir, o); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
-	dst := persistOpen(t, dir, o)
+	dst := openTestStore(t, dir, o)
 	if dst.NodeID() == src.NodeID() {
 		t.Fatalf("restored store reuses the source's node ID %q", dst.NodeID())
 	}
@@ -429,7 +418,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err := Restore(bytes.NewReader(backup), dir2, o2); err != nil {
 		t.Fatalf("Restore with NodeID: %v", err)
 	}
-	if s := persistOpen(t, dir2, o2); s.NodeID() != "restored-node" {
+	if s := openTestStore(t, dir2, o2); s.NodeID() != "restored-node" {
 		t.Fatalf("NodeID = %q", s.NodeID())
 	}
 }
@@ -438,7 +427,7 @@ func TestRestoreRefusesNonEmptyDir(t *testing.T) {
 	ctx := persistCtx(t)
 	o := persistOpts()
 	o.UnsafeNoFsync = true
-	src := persistOpen(t, t.TempDir(), o)
+	src := openTestStore(t, t.TempDir(), o)
 	persistW{t, ctx, src}.put("k", "v")
 	var buf bytes.Buffer
 	if err := src.Backup(ctx, &buf); err != nil {
@@ -460,7 +449,7 @@ func TestRestoreRefusesNonEmptyDir(t *testing.T) {
 
 	// A live data directory (closed first, so nothing but Restore touches it).
 	live := t.TempDir()
-	s := persistOpen(t, live, o)
+	s := openTestStore(t, live, o)
 	persistW{t, ctx, s}.put("mine", "1")
 	s.Close()
 	before = corruptHashTree(t, live)
@@ -470,7 +459,7 @@ func TestRestoreRefusesNonEmptyDir(t *testing.T) {
 	if after := corruptHashTree(t, live); after != before {
 		t.Fatalf("Restore over a data directory changed it")
 	}
-	s = persistOpen(t, live, o)
+	s = openTestStore(t, live, o)
 	if g, err := s.Get(ctx, "mine"); err != nil || len(g.KVs) != 1 {
 		t.Fatalf("data directory after refused Restore: %+v, %v", g, err)
 	}
@@ -480,7 +469,7 @@ func TestRestoreRefusesDamagedBackup(t *testing.T) {
 	ctx := persistCtx(t)
 	o := persistOpts()
 	o.UnsafeNoFsync = true
-	src := persistOpen(t, t.TempDir(), o)
+	src := openTestStore(t, t.TempDir(), o)
 	w := persistW{t, ctx, src}
 	persistWritesA(w)
 	var buf bytes.Buffer
@@ -546,7 +535,7 @@ func TestRestoreRefusesDamagedBackup(t *testing.T) {
 func TestBackupConsistentUnderWrites(t *testing.T) {
 	ctx := persistCtx(t)
 	o := persistOpts()
-	src := persistOpen(t, t.TempDir(), o)
+	src := openTestStore(t, t.TempDir(), o)
 
 	type ack struct {
 		key string
@@ -625,7 +614,7 @@ func TestBackupConsistentUnderWrites(t *testing.T) {
 	if err := Restore(&buf, dir, o); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
-	dst := persistOpen(t, dir, o)
+	dst := openTestStore(t, dir, o)
 	g, err := dst.Get(ctx, "w/", WithPrefix())
 	if err != nil {
 		t.Fatal(err)
@@ -674,7 +663,7 @@ func TestPersistSecondOpenRefused(t *testing.T) {
 	ctx := persistCtx(t)
 	dir := t.TempDir()
 	o := persistOpts()
-	s := persistOpen(t, dir, o)
+	s := openTestStore(t, dir, o)
 	w := persistW{t, ctx, s}
 	w.put("k", "v1")
 	manifest, err := os.ReadFile(filepath.Join(dir, manifestName))

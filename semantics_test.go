@@ -17,15 +17,7 @@ import (
 
 func semOpen(t *testing.T) (*accord.Store, context.Context) {
 	t.Helper()
-	s, err := accord.Open(t.TempDir(), &accord.Options{ElectionTimeout: 50 * time.Millisecond, UnsafeNoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	s := accord.OpenTestStore(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	t.Cleanup(cancel)
 	return s, ctx

@@ -19,31 +19,6 @@ import (
 const wlWait = 10 * time.Second // generous upper bound for anything awaited
 
 // wlOptions are fast settings for tests: the minimum lease TTL is 75ms.
-func wlOptions() *Options {
-	return &Options{ElectionTimeout: 50 * time.Millisecond, UnsafeNoFsync: true}
-}
-
-// wlOpen opens a store in dir (a fresh temporary directory if empty) and
-// closes it when the test ends.
-func wlOpen(t *testing.T, dir string, o *Options) *Store {
-	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	if o == nil {
-		o = wlOptions()
-	}
-	s, err := Open(dir, o)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return s
-}
 
 // wlWatchCtx returns a ctx for a watch that is cancelled when the test ends.
 func wlWatchCtx(t *testing.T) (context.Context, context.CancelFunc) {
@@ -311,9 +286,9 @@ func wlSameEvents(t *testing.T, what string, got, want []Event) {
 // wlProgressStore opens a store whose progress notifications come every
 // 50ms, so that wlCollect can use them as a barrier.
 func wlProgressStore(t *testing.T) *Store {
-	o := wlOptions()
+	o := testOptions()
 	o.WatchProgressNotifyInterval = 50 * time.Millisecond
-	return wlOpen(t, "", o)
+	return openTestStore(t, "", o)
 }
 
 // TestWatchRanges: a watch on one key, a prefix, a range and from a key
@@ -466,7 +441,7 @@ func TestWatchStartRevision(t *testing.T) {
 // catches up from history) each see every revision of their range exactly
 // once, in order, whole, with the right PrevKV, versions and revisions.
 func TestWatchConcurrentWriters(t *testing.T) {
-	s := wlOpen(t, "", nil)
+	s := openTestStore(t, "", nil)
 	ctx, _ := wlWatchCtx(t)
 	const (
 		writers   = 8
@@ -727,7 +702,7 @@ func TestWatchSlowCompacted(t *testing.T) {
 // error response and a closed channel.
 func TestWatchEnd(t *testing.T) {
 	t.Run("cancel", func(t *testing.T) {
-		s := wlOpen(t, "", nil)
+		s := openTestStore(t, "", nil)
 		ctx, cancel := wlWatchCtx(t)
 		ch := s.Watch(ctx, "a", WithPrefix())
 		other := s.Watch(t.Context(), "a", WithPrefix())
@@ -752,7 +727,7 @@ func TestWatchEnd(t *testing.T) {
 	})
 
 	t.Run("close", func(t *testing.T) {
-		s := wlOpen(t, "", nil)
+		s := openTestStore(t, "", nil)
 		wlPut(t, s, "a", "0")
 		ctx, _ := wlWatchCtx(t)
 		chans := []<-chan WatchResponse{
@@ -781,7 +756,7 @@ func TestWatchEnd(t *testing.T) {
 	})
 
 	t.Run("empty key", func(t *testing.T) {
-		s := wlOpen(t, "", nil)
+		s := openTestStore(t, "", nil)
 		ctx, _ := wlWatchCtx(t)
 		rs := wlDrainClosed(t, s.Watch(ctx, ""))
 		if len(rs) != 1 || !errors.Is(rs[0].Err, ErrEmptyKey) {
@@ -877,7 +852,7 @@ func TestWatchResetKeepsStartRevision(t *testing.T) {
 // (the store's own interval is the 10m default): a tick finds the watcher
 // busy if events reached it since the previous tick, and sends nothing.
 func TestWatchProgressNotifyOnlyWhenIdle(t *testing.T) {
-	s := wlOpen(t, "", nil)
+	s := openTestStore(t, "", nil)
 	ctx, _ := wlWatchCtx(t)
 	ch := s.Watch(ctx, "idle", WithProgressNotify())
 	rev := wlRev(t, s)
@@ -910,9 +885,9 @@ func TestWatchHistoryAfterRestart(t *testing.T) {
 	for _, snapshot := range []bool{false, true} {
 		t.Run(map[bool]string{false: "log", true: "snapshot"}[snapshot], func(t *testing.T) {
 			dir := t.TempDir()
-			o := wlOptions()
+			o := testOptions()
 			o.WatchProgressNotifyInterval = 50 * time.Millisecond
-			s1 := wlOpen(t, dir, o)
+			s1 := openTestStore(t, dir, o)
 			start := wlRev(t, s1)
 			m := newWLModel(start)
 			for i := range 12 {
@@ -938,7 +913,7 @@ func TestWatchHistoryAfterRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			s2 := wlOpen(t, dir, o)
+			s2 := openTestStore(t, dir, o)
 			if r := wlRev(t, s2); r != m.rev {
 				t.Fatalf("revision %d after restart, want %d", r, m.rev)
 			}
