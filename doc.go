@@ -1,0 +1,171 @@
+// Package accord is an embeddable, replicated, strongly consistent
+// key-value store in the spirit of etcd: a Go service imports it and runs
+// it in-process, with etcd's revisions, watches, transactions and leases,
+// on top of hashicorp/raft.
+//
+// This version runs a single node: Open starts a one-voter raft cluster
+// that elects itself. The data model and its guarantees are the ones the
+// multi-node version keeps.
+//
+//	s, err := accord.Open("/var/lib/myservice/accord", nil) // nil Options: defaults
+//	if err != nil {
+//		return err
+//	}
+//	defer s.Close()
+//
+//	if _, err := s.Put(ctx, "config/feature-x", []byte("on")); err != nil {
+//		return err
+//	}
+//	resp, err := s.Get(ctx, "config/", accord.WithPrefix())
+//
+// # Data model
+//
+// The store is one ordered keyspace of string keys and []byte values with
+// one global revision counter, as in etcd. An empty store is at revision 1;
+// every write (Put, Delete, a writing Txn, a lease revocation that deletes
+// keys) that changes something adds exactly 1, shared by all its changes. A
+// write that changes nothing (deleting a missing key) leaves the revision
+// alone. Every key carries CreateRevision, ModRevision, Version (1 on
+// creation, +1 per change) and its Lease. The revision is not the raft log
+// index.
+//
+// Old versions are kept, in memory, until Compact discards them: Get with
+// WithRev reads the keyspace as it was at a revision, and Watch with
+// WithRev replays changes since one. Below the compacted revision both
+// fail with ErrCompacted; beyond the current one Get fails with
+// ErrFutureRev. The store never compacts by itself: a service that writes
+// continuously should call Compact now and then (etcd's
+// --auto-compaction), or memory, snapshots and restarts grow without bound.
+//
+// # Consistency
+//
+// Writes go through the raft log. Put, Delete, Txn, Grant, Revoke and
+// Compact return once the write is committed (on disk, see Durability) and
+// applied to this node's state, so a later read sees it. If leadership is
+// lost, the store shuts down or ctx ends after a write was handed to raft,
+// its outcome is unknown and the call says so with ErrUnknownOutcome: read
+// before retrying a write that is not idempotent.
+//
+// Reads are linearizable by default: Get (and a Txn that only reads)
+// reflects every write acknowledged before it was called, anywhere in the
+// cluster. A node serves them only as a leader whose own first entry of its
+// term is applied; then, per read, it notes the commit index, confirms its
+// leadership with a quorum (one confirmation serves every read that queued
+// meanwhile), and waits until that index is applied. WithSerializable skips
+// all of that and answers from local state: much faster, and on a follower
+// possibly stale.
+//
+//	resp, err := s.Get(ctx, "config/feature-x", accord.WithSerializable())
+//
+// A transaction runs atomically at one revision. Compare with ModRevision
+// for optimistic concurrency:
+//
+//	t, err := s.Txn(ctx).
+//		If(accord.Compare(accord.ModRevision("counter"), "=", seenRev)).
+//		Then(accord.OpPut("counter", []byte("2"))).
+//		Else(accord.OpGet("counter")).
+//		Commit()
+//	// t.Succeeded reports which branch ran.
+//
+// # Lifecycle
+//
+// Open creates or reopens a data directory and starts the store. A store
+// that is the only voter of its cluster (the default) is ready when Open
+// returns: Open waits for it to elect itself and replay its log, so it
+// holds every write it acknowledged before, and a Watch started now begins
+// after them. Calls made while there is no ready leader wait for one
+// within their ctx. Close stops the store promptly: calls in progress return
+// ErrClosed (a write in flight ErrUnknownOutcome), watch channels close, and
+// every goroutine, file and socket the store owns is released before Close
+// returns. Close is idempotent; later calls on the store return ErrClosed.
+// Closing is a restart, not a departure: Open on the same directory brings
+// back every acknowledged write.
+//
+// Backup writes a consistent copy of a running store to an io.Writer;
+// Restore turns such a copy into a new data directory for Open.
+//
+// # Concurrency
+//
+// Every Store method is safe for concurrent use; concurrent writes are
+// batched into shared raft log appends and fsyncs, so throughput grows with
+// the number of writers. A *Txn under construction is not safe for
+// concurrent use. Every call that can block takes a ctx, and the ctx bounds
+// the whole wait, including waiting for a leader (ErrNoLeader wrapping the
+// ctx error). Values returned to the caller are copies: changing them does
+// not change the store.
+//
+// Options.Logger (a *slog.Logger; nil means no logging) receives only what
+// no caller sees as an error: leadership changes, lease expiry failures and
+// other background events.
+//
+// # Watches
+//
+// Watch returns a channel of changes to a key, a prefix (WithPrefix) or a
+// range. It never blocks, and the watch covers every write made after it
+// returns; WithRev(r) starts at revision r instead, from history.
+//
+//	for resp := range s.Watch(ctx, "services/", accord.WithPrefix()) {
+//		if resp.Err != nil {
+//			break // e.g. ErrCompacted: resume from resp.CompactRevision
+//		}
+//		for _, ev := range resp.Events {
+//			fmt.Println(ev.Type, ev.KV.Key, string(ev.KV.Value))
+//		}
+//	}
+//
+// Every revision arrives exactly once, in order, and whole: the events of
+// one transaction are in one response. Applying the log never waits for a
+// watcher: a consumer that falls behind is fed from retained history
+// instead, and if that history is compacted before it catches up, the
+// watch ends with a response whose Err is ErrCompacted and whose
+// CompactRevision says where a new watch can resume. The channel closes
+// when ctx ends or the store closes; cancel ctx to stop a watch you no
+// longer read, or its goroutine lives until Close. WithPrevKV, WithFilterPut,
+// WithFilterDelete and WithProgressNotify (an empty response every
+// Options.WatchProgressNotifyInterval while idle) work as in etcd.
+//
+// # Leases
+//
+// A lease is a TTL that keys can be attached to (Put with WithLease); when
+// it expires or is revoked, its keys are deleted together, in one revision.
+// A process keeps its lease alive for as long as it runs:
+//
+//	id, err := s.Grant(ctx, 10*time.Second)
+//	...
+//	_, err = s.Put(ctx, "members/"+name, []byte(addr), accord.WithLease(id))
+//	...
+//	ka, err := s.KeepAlive(ctx, id) // renews every TTL/3 until ctx ends
+//
+// TTLs are raised to at least 1.5 election timeouts (1.5s by default), so
+// that a lease survives a leader change, and are capped at MaxLeaseTTL.
+// Expiry is decided by the leader's clock and goes through the log, so
+// every member deletes the same keys at the same revision; keep-alives are
+// not logged. A new leader, and a store that restarts, does not know how
+// much time a lease had left and gives every lease its full TTL again from
+// the moment it takes over: a lease may outlive its TTL across a
+// leadership change or restart, but never expires early.
+//
+// # Durability and data directory
+//
+// A write is acknowledged only after its raft log entry has been written
+// and fsynced to raft.db (unless Options.UnsafeNoFsync, which is for tests
+// and benchmarks only). The data directory holds:
+//
+//	accord.manifest  node ID, cluster name and format version
+//	raft.db          raft log and raft's stable state (bbolt)
+//	snapshots/       raft snapshots of the whole keyspace and lease table
+//
+// A snapshot is taken when SnapshotThreshold entries (default 8192) have
+// accumulated, checked about every SnapshotInterval (30s); TrailingLogs entries
+// (10240) stay in the log after it and SnapshotRetain snapshots (2) on disk.
+// On Open the state is rebuilt from the newest snapshot plus the log after
+// it, in memory.
+//
+// Open checks the whole directory before anything starts. It refuses,
+// without changing anything, a directory that is damaged (ErrCorrupt, as a
+// *CorruptError naming the file and the problem), one that belongs to
+// another node or cluster or was written by a newer format (ErrForeignDir),
+// or one that another Store has open (ErrInUse, after waiting up to a
+// second for the lock). It never starts silently with fewer
+// acknowledged writes than the directory held.
+package accord
