@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -223,7 +224,8 @@ func (s *fsmSnapshot) Release() {}
 // no-op and barrier entries) are not counted; see Store.readIndex for why
 // that is safe.
 type appliedIndex struct {
-	mu    sync.Mutex // guards the fields below
+	fast  atomic.Uint64 // = index, for lock-free checks
+	mu    sync.Mutex    // guards the fields below
 	index uint64
 	ch    chan struct{} // closed and replaced on every advance
 }
@@ -234,6 +236,7 @@ func (a *appliedIndex) set(i uint64) {
 	a.mu.Lock()
 	if i > a.index {
 		a.index = i
+		a.fast.Store(i)
 		close(a.ch)
 		a.ch = make(chan struct{})
 	}
@@ -243,10 +246,14 @@ func (a *appliedIndex) set(i uint64) {
 func (a *appliedIndex) reset(i uint64) {
 	a.mu.Lock()
 	a.index = i
+	a.fast.Store(i)
 	close(a.ch)
 	a.ch = make(chan struct{})
 	a.mu.Unlock()
 }
+
+// load returns the applied index without waiting for the mutex.
+func (a *appliedIndex) load() uint64 { return a.fast.Load() }
 
 func (a *appliedIndex) get() (uint64, <-chan struct{}) {
 	a.mu.Lock()

@@ -2,6 +2,7 @@ package accord
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/accordkv/accord/internal/wire"
 )
@@ -92,6 +93,30 @@ func newOp(t opType, key string, val []byte, opts []OpOption) Op {
 		}
 	}
 	return op
+}
+
+// opPool recycles the Op that Get, Put and Delete build from their
+// options. An OpOption takes *Op, so the compiler must put every Op it is
+// applied to on the heap; on the serializable Get path that allocation was
+// the largest cost.
+var opPool = sync.Pool{New: func() any { return new(Op) }}
+
+// getOp is newOp on a pooled Op; release it with putOp once the request
+// built from it no longer needs it.
+func getOp(t opType, key string, val []byte, opts []OpOption) *Op {
+	op := opPool.Get().(*Op)
+	op.t, op.key, op.val = t, key, val
+	for _, o := range opts {
+		if o != nil {
+			o(op)
+		}
+	}
+	return op
+}
+
+func putOp(op *Op) {
+	*op = Op{}
+	opPool.Put(op)
 }
 
 // OpGet returns a Get operation for a transaction.
@@ -313,23 +338,25 @@ func (c Cmp) toWire() (wire.Compare, error) {
 	return wire.Compare{Result: c.result, Target: c.target, Key: c.key, RangeEnd: c.end, Int: c.num, Value: c.val}, nil
 }
 
-func (op *Op) rangeRequest() (*wire.RangeRequest, error) {
+// rangeRequest builds the read request; by value, so that a Get's request
+// can stay on the stack.
+func (op *Op) rangeRequest() (wire.RangeRequest, error) {
 	if op.key == "" {
-		return nil, ErrEmptyKey
+		return wire.RangeRequest{}, ErrEmptyKey
 	}
 	if op.limit < 0 {
-		return nil, fmt.Errorf("%w: negative limit %d", ErrInvalidArgument, op.limit)
+		return wire.RangeRequest{}, fmt.Errorf("%w: negative limit %d", ErrInvalidArgument, op.limit)
 	}
 	if op.rev < 0 {
-		return nil, fmt.Errorf("%w: negative revision %d", ErrInvalidArgument, op.rev)
+		return wire.RangeRequest{}, fmt.Errorf("%w: negative revision %d", ErrInvalidArgument, op.rev)
 	}
 	if op.sortOrder < SortNone || op.sortOrder > SortDescend {
-		return nil, fmt.Errorf("%w: unknown sort order %d", ErrInvalidArgument, op.sortOrder)
+		return wire.RangeRequest{}, fmt.Errorf("%w: unknown sort order %d", ErrInvalidArgument, op.sortOrder)
 	}
 	if op.sortTarget < SortByKey || op.sortTarget > SortByValue {
-		return nil, fmt.Errorf("%w: unknown sort target %d", ErrInvalidArgument, op.sortTarget)
+		return wire.RangeRequest{}, fmt.Errorf("%w: unknown sort target %d", ErrInvalidArgument, op.sortTarget)
 	}
-	return &wire.RangeRequest{
+	return wire.RangeRequest{
 		Key: op.key, RangeEnd: op.end, Limit: op.limit, Revision: op.rev,
 		SortOrder: uint8(op.sortOrder), SortTarget: uint8(op.sortTarget),
 		Serializable: op.serializable, KeysOnly: op.keysOnly, CountOnly: op.countOnly,
@@ -368,7 +395,10 @@ func (op *Op) toWire(maxOps int) (wire.RequestOp, error) {
 	switch op.t {
 	case opGet:
 		r, err := op.rangeRequest()
-		return wire.RequestOp{Range: r}, err
+		if err != nil {
+			return wire.RequestOp{}, err
+		}
+		return wire.RequestOp{Range: &r}, nil
 	case opPut:
 		r, err := op.putRequest()
 		return wire.RequestOp{Put: r}, err

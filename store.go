@@ -52,8 +52,8 @@ type Store struct {
 	readyMu   sync.Mutex    // guards readyCh
 	readyCh   chan struct{} // closed and replaced whenever readiness changes
 	fastElect bool          // single voter: heartbeat timeout lowered until first leadership
-	readMu    sync.Mutex    // guards readQueue
-	readQueue []*readWaiter // linearizable reads waiting for the next leadership check
+	readMu    sync.Mutex    // guards readBatch
+	readBatch *readBatch    // linearizable reads waiting for the next leadership check
 	readKick  chan struct{} // cap 1: the read loop has work
 }
 
@@ -394,7 +394,9 @@ func (s *Store) becomeReady(leaderCh <-chan bool) {
 
 // ---- linearizable reads ----
 
-type readWaiter struct {
+// readBatch is the set of linearizable reads that one leadership check
+// serves. done is closed once index and err are set.
+type readBatch struct {
 	done  chan struct{}
 	index uint64
 	err   error
@@ -417,25 +419,28 @@ func (s *Store) readIndex(ctx context.Context) error {
 	if err := s.waitLeaderReady(ctx); err != nil {
 		return err
 	}
-	w := &readWaiter{done: make(chan struct{})}
 	s.readMu.Lock()
-	s.readQueue = append(s.readQueue, w)
+	b := s.readBatch
+	if b == nil {
+		b = &readBatch{done: make(chan struct{})}
+		s.readBatch = b
+	}
 	s.readMu.Unlock()
 	select {
 	case s.readKick <- struct{}{}:
 	default:
 	}
 	select {
-	case <-w.done:
+	case <-b.done:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.stop:
 		return ErrClosed
 	}
-	if w.err != nil {
-		return w.err
+	if b.err != nil {
+		return b.err
 	}
-	return s.waitApplied(ctx, w.index)
+	return s.waitApplied(ctx, b.index)
 }
 
 func (s *Store) readLoop() {
@@ -443,20 +448,22 @@ func (s *Store) readLoop() {
 		select {
 		case <-s.stop:
 			s.readMu.Lock()
-			for _, w := range s.readQueue {
-				w.err = ErrClosed
-				close(w.done)
+			if b := s.readBatch; b != nil {
+				b.err = ErrClosed
+				close(b.done)
+				s.readBatch = nil
 			}
-			s.readQueue = nil
 			s.readMu.Unlock()
 			return
 		case <-s.readKick:
 		}
+		// Take the batch before reading the commit index: every read in
+		// it started before this point, so the index covers its writes.
 		s.readMu.Lock()
-		batch := s.readQueue
-		s.readQueue = nil
+		b := s.readBatch
+		s.readBatch = nil
 		s.readMu.Unlock()
-		if len(batch) == 0 {
+		if b == nil {
 			continue
 		}
 		index := s.raft.CommitIndex()
@@ -464,16 +471,16 @@ func (s *Store) readLoop() {
 		if err == nil && !s.isReady() {
 			err = &NotLeaderError{}
 		}
-		err = s.raftError(err)
-		for _, w := range batch {
-			w.index, w.err = index, err
-			close(w.done)
-		}
+		b.index, b.err = index, s.raftError(err)
+		close(b.done)
 	}
 }
 
 // waitApplied waits until the FSM has applied index.
 func (s *Store) waitApplied(ctx context.Context, index uint64) error {
+	if s.fsm.applied.load() >= index {
+		return nil // the common case, without the mutex
+	}
 	for {
 		cur, ch := s.fsm.applied.get()
 		if cur >= index {
@@ -586,8 +593,9 @@ func (s *Store) proposeTxn(ctx context.Context, txn *wire.TxnRequest) (*TxnRespo
 // the ignore options), ErrClosed, ErrNoLeader or the ctx error while
 // waiting for a leader, ErrUnknownOutcome when the outcome is not known.
 func (s *Store) Put(ctx context.Context, key string, value []byte, opts ...OpOption) (*PutResponse, error) {
-	op := newOp(opPut, key, value, opts)
+	op := getOp(opPut, key, value, opts)
 	req, err := op.putRequest()
+	putOp(op)
 	if err != nil {
 		return nil, fmt.Errorf("accord: put %q: %w", key, err)
 	}
@@ -604,8 +612,9 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, opts ...OpOpt
 // ErrCompacted and ErrFutureRev for WithRev, ErrInvalidArgument, ErrClosed,
 // ErrNoLeader or the ctx error.
 func (s *Store) Get(ctx context.Context, key string, opts ...OpOption) (*GetResponse, error) {
-	op := newOp(opGet, key, nil, opts)
+	op := getOp(opGet, key, nil, opts)
 	req, err := op.rangeRequest()
+	putOp(op)
 	if err != nil {
 		return nil, fmt.Errorf("accord: get %q: %w", key, err)
 	}
@@ -616,7 +625,7 @@ func (s *Store) Get(ctx context.Context, key string, opts ...OpOption) (*GetResp
 	} else if s.isClosed() {
 		return nil, fmt.Errorf("accord: get %q: %w", key, ErrClosed)
 	}
-	resp, err := s.ks.Range(req)
+	resp, err := s.ks.Range(&req)
 	if err != nil {
 		return nil, fmt.Errorf("accord: get %q: %w", key, err)
 	}
@@ -628,8 +637,9 @@ func (s *Store) Get(ctx context.Context, key string, opts ...OpOption) (*GetResp
 // range. Deleting nothing is not an error (Deleted is 0, and the revision
 // does not change). WithPrevKV returns the deleted versions.
 func (s *Store) Delete(ctx context.Context, key string, opts ...OpOption) (*DeleteResponse, error) {
-	op := newOp(opDelete, key, nil, opts)
+	op := getOp(opDelete, key, nil, opts)
 	req, err := op.deleteRequest()
+	putOp(op)
 	if err != nil {
 		return nil, fmt.Errorf("accord: delete %q: %w", key, err)
 	}
