@@ -144,9 +144,15 @@ func cleanDir(dir string) {
 	}
 }
 
-// localAddress is the raft address of this node. A single node talks only
-// to itself, through an in-memory transport named after its ID.
-func localAddress(_ *Options, nodeID string) raft.ServerAddress {
+// localAddress is the raft address a node without a running listener
+// records for itself (Restore, and a lone node on the in-memory transport):
+// its advertised peer address when configured, else its ID. A ready leader
+// corrects its own address in the configuration if it differs from the
+// one it listens on (see becomeReady).
+func localAddress(o *Options, nodeID string) raft.ServerAddress {
+	if o.AdvertisePeerAddr != "" {
+		return raft.ServerAddress(o.AdvertisePeerAddr)
+	}
 	return raft.ServerAddress(nodeID)
 }
 

@@ -89,6 +89,14 @@ var (
 	// another node or cluster, or was written by a newer format version.
 	ErrForeignDir = errors.New("accord: data directory belongs to another node, cluster or version")
 
+	// ErrMemberNotFound is returned for a member ID (or peer address) that
+	// is not in the cluster.
+	ErrMemberNotFound = errors.New("accord: member not found")
+
+	// ErrMemberExists is returned by AddMember for a peer address that a
+	// member already has.
+	ErrMemberExists = errors.New("accord: member already exists")
+
 	// ErrInUse is returned by Open and Restore for a data directory that
 	// another Store holds open. Only one Store may open a directory.
 	ErrInUse = errors.New("accord: data directory in use")

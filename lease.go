@@ -282,16 +282,15 @@ func (s *Store) Revoke(ctx context.Context, id LeaseID) error {
 	return nil
 }
 
-// KeepAliveOnce renews a lease once, to its full TTL. It fails with
+// KeepAliveOnce renews a lease once, to its full TTL. On a follower the
+// renewal is sent to the leader, whose clock decides expiry. It fails with
 // ErrLeaseNotFound for a lease that does not exist or has expired.
 func (s *Store) KeepAliveOnce(ctx context.Context, id LeaseID) (*LeaseStatus, error) {
-	if err := s.waitLeaderReady(ctx); err != nil {
-		return nil, fmt.Errorf("accord: keep-alive lease %d: %w", id, err)
-	}
-	ttl, err := s.lessor.renew(int64(id))
+	resp, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCLeaseKeepAlive, LeaseID: int64(id)})
 	if err != nil {
 		return nil, fmt.Errorf("accord: keep-alive lease %d: %w", id, err)
 	}
+	ttl := time.Duration(resp.TTLMillis) * time.Millisecond
 	return &LeaseStatus{ID: id, TTL: ttl, GrantedTTL: ttl}, nil
 }
 
@@ -340,25 +339,50 @@ func (s *Store) KeepAlive(ctx context.Context, id LeaseID) (<-chan LeaseStatus, 
 	return ch, nil
 }
 
-// TimeToLive reports a lease's remaining and granted TTL; with
-// WithAttachedKeys also its keys. It fails with ErrLeaseNotFound for a
-// lease that does not exist (the etcd API reports that as TTL -1).
+// TimeToLive reports a lease's remaining and granted TTL, as the leader's
+// clock sees them; with WithAttachedKeys also its keys. It fails with
+// ErrLeaseNotFound for a lease that does not exist (the etcd API reports
+// that as TTL -1).
 func (s *Store) TimeToLive(ctx context.Context, id LeaseID, opts ...OpOption) (*LeaseStatus, error) {
 	op := newOp(0, "", nil, opts)
-	if err := s.waitLeaderReady(ctx); err != nil {
-		return nil, fmt.Errorf("accord: lease %d time-to-live: %w", id, err)
-	}
-	left, ttl, err := s.lessor.remaining(int64(id))
+	resp, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCLeaseTimeToLive, LeaseID: int64(id), Keys: op.attachedKeys})
 	if err != nil {
 		return nil, fmt.Errorf("accord: lease %d time-to-live: %w", id, err)
 	}
-	st := &LeaseStatus{ID: id, TTL: left, GrantedTTL: ttl}
-	if op.attachedKeys {
+	return &LeaseStatus{
+		ID:         id,
+		TTL:        time.Duration(resp.TTLMillis) * time.Millisecond,
+		GrantedTTL: time.Duration(resp.GrantedTTLMillis) * time.Millisecond,
+		Keys:       resp.Keys,
+	}, nil
+}
+
+// leaseKeepAlive and leaseTimeToLive are the leader's side of the lease
+// calls.
+func (s *Store) leaseKeepAlive(id int64) *wire.Response {
+	ttl, err := s.lessor.renew(id)
+	if err != nil {
+		return errToWire(err)
+	}
+	return &wire.Response{TTLMillis: ceilMillis(ttl)}
+}
+
+func ceilMillis(d time.Duration) int64 { return int64((d + time.Millisecond - 1) / time.Millisecond) }
+
+func (s *Store) leaseTimeToLive(id int64, keys bool) *wire.Response {
+	left, ttl, err := s.lessor.remaining(id)
+	if err != nil {
+		return errToWire(err)
+	}
+	// Whole milliseconds on the wire, rounded up: a lease never looks
+	// closer to expiry than it is (TTLs are granted in whole ms).
+	resp := &wire.Response{TTLMillis: ceilMillis(left), GrantedTTLMillis: ceilMillis(ttl)}
+	if keys {
 		s.fsm.mu.RLock()
-		st.Keys = s.fsm.leases.sortedKeys(int64(id))
+		resp.Keys = s.fsm.leases.sortedKeys(id)
 		s.fsm.mu.RUnlock()
 	}
-	return st, nil
+	return resp
 }
 
 // Leases lists the IDs of every live lease, ascending. The read is

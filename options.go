@@ -1,10 +1,12 @@
 package accord
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"time"
 )
 
@@ -63,6 +65,46 @@ type Options struct {
 	// WithProgressNotify receives a progress notification while idle.
 	// Default 10m (etcd's default).
 	WatchProgressNotifyInterval time.Duration
+
+	// PeerAddr is the host:port the peer listener binds: raft and accord's
+	// internal RPCs (forwarded writes, reads and lease renewals) share it.
+	// Port 0 picks a free port (Store.PeerAddr reports it). Default "": no
+	// listener, and the store can only ever be a single node.
+	PeerAddr string
+
+	// AdvertisePeerAddr is the address other members dial to reach this
+	// node. Default: the address the listener bound; required when
+	// PeerAddr binds every interface (0.0.0.0 or [::]).
+	AdvertisePeerAddr string
+
+	// PeerTLS turns on mutual TLS for the peer port. It must hold this
+	// node's certificate (Certificates), and the cluster CA as both RootCAs
+	// (to check the members it dials) and ClientCAs (to check the members
+	// that dial it). Peer certificates must name the peer's address (an IP
+	// SAN for an IP address). A host without a certificate from that CA can
+	// neither speak raft to a member nor call its RPCs. Default nil:
+	// plaintext.
+	PeerTLS *tls.Config
+
+	// JoinExisting makes a node whose data directory is empty join a running
+	// cluster in which it was added with AddMember (etcd's
+	// --initial-cluster-state=existing) instead of starting a new one. It
+	// asks the members at Peers which ID it was added under (by its
+	// advertised peer address). Ignored once the directory has state.
+	// Default false.
+	JoinExisting bool
+
+	// Peers lists peer addresses of current members, for JoinExisting.
+	Peers []string
+
+	// JoinTimeout bounds how long Open waits for a member at Peers to
+	// confirm this node's ID (JoinExisting). Default 30s.
+	JoinTimeout time.Duration
+
+	// Version is the version this member advertises; the cluster runs at the
+	// lowest version among its members. Default: ReleaseVersion.
+	// Tests set it to rehearse mixed-version clusters.
+	Version string
 
 	// UnsafeNoFsync skips fsync on every raft log write. A crash of the
 	// machine (not just the process) can then lose acknowledged writes.
@@ -123,6 +165,16 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.WatchProgressNotifyInterval == 0 {
 		c.WatchProgressNotifyInterval = defaultProgressInterval
 	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = 30 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = ReleaseVersion
+	}
+	c.Peers = append([]string(nil), c.Peers...)
+	if c.PeerTLS != nil {
+		c.PeerTLS = c.PeerTLS.Clone()
+	}
 
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -151,6 +203,29 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.WatchProgressNotifyInterval < 0 {
 		bad("WatchProgressNotifyInterval %v is negative", c.WatchProgressNotifyInterval)
+	}
+	for _, a := range append([]string{c.PeerAddr, c.AdvertisePeerAddr}, c.Peers...) {
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("peer address %q: %v", a, err)
+		}
+	}
+	if c.AdvertisePeerAddr != "" && c.PeerAddr == "" {
+		bad("AdvertisePeerAddr is set but PeerAddr is not")
+	}
+	if c.JoinExisting && (c.PeerAddr == "" || len(c.Peers) == 0) {
+		bad("JoinExisting needs PeerAddr and Peers")
+	}
+	if c.PeerTLS != nil && len(c.PeerTLS.Certificates) == 0 && c.PeerTLS.GetCertificate == nil {
+		bad("PeerTLS has no certificate")
+	}
+	if c.PeerTLS != nil && (c.PeerTLS.RootCAs == nil || c.PeerTLS.ClientCAs == nil) {
+		bad("PeerTLS needs the cluster CA in both RootCAs and ClientCAs")
+	}
+	if c.JoinTimeout < 0 {
+		bad("JoinTimeout %v is negative", c.JoinTimeout)
 	}
 	return c, errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -28,7 +29,9 @@ type Store struct {
 
 	raft   *raft.Raft
 	logs   *raftboltdb.BoltStore
-	trans  *raft.InmemTransport
+	trans  raft.Transport // raft's transport: the peer listener's, or in-memory for a lone node
+	peer   *peerTransport // nil without Options.PeerAddr
+	addr   string         // this node's raft address (advertised peer address)
 	fsm    *fsm
 	ks     *keyspace
 	hub    *watchHub
@@ -78,6 +81,25 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("accord: open: %w", err)
 	}
+	// The peer listener first: a port in use fails Open before anything
+	// else, and a node joining an existing cluster needs it to ask the
+	// members which ID it was added under.
+	var peer *peerTransport
+	if o.PeerAddr != "" {
+		if peer, err = listenPeers(&o); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				peer.close()
+			}
+		}()
+	}
+	if _, merr := os.Stat(filepath.Join(dir, manifestName)); errors.Is(merr, os.ErrNotExist) && o.JoinExisting && o.NodeID == "" {
+		if o.NodeID, err = lookupMemberID(peer, &o); err != nil {
+			return nil, err
+		}
+	}
 	m, err := loadManifest(dir, &o)
 	if err != nil {
 		return nil, err
@@ -117,11 +139,19 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	}
 	snaps := snapStore{fss}
 
-	addr := localAddress(&o, m.NodeID)
-	_, trans := raft.NewInmemTransport(addr)
+	var (
+		addr  raft.ServerAddress
+		trans raft.Transport
+	)
+	if peer != nil {
+		nt := peer.raftTransport(o.Logger.With("node", m.NodeID))
+		addr, trans = nt.LocalAddr(), nt
+	} else {
+		addr, trans = raft.NewInmemTransport(localAddress(&o, m.NodeID))
+	}
 	defer func() {
 		if err != nil {
-			trans.Close()
+			trans.(raft.WithClose).Close()
 		}
 	}()
 
@@ -132,6 +162,8 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		id:       m.NodeID,
 		logs:     logs,
 		trans:    trans,
+		peer:     peer,
+		addr:     string(addr),
 		ks:       ks,
 		lessor:   newLessor(),
 		stop:     make(chan struct{}),
@@ -147,16 +179,22 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("accord: open: %w", err)
 		}
-		if !has {
+		if !has && !o.JoinExisting {
 			conf := raft.Configuration{Servers: []raft.Server{self}}
 			if err := raft.BootstrapCluster(s.raftConfig(), logs, logs, snaps, trans, conf); err != nil {
 				return nil, fmt.Errorf("accord: open: bootstrap: %w", err)
 			}
 			latestConf = &conf
+			has = true
 		}
-		m.Initialized = true
-		if err := writeManifest(dir, m); err != nil {
-			return nil, fmt.Errorf("accord: open: %w", err)
+		// A joining node has no state until the leader sends it some; its
+		// directory counts as initialized from the first Open that finds
+		// state in it.
+		if has {
+			m.Initialized = true
+			if err := writeManifest(dir, m); err != nil {
+				return nil, fmt.Errorf("accord: open: %w", err)
+			}
 		}
 	}
 	if latestConf == nil && snap != nil {
@@ -170,6 +208,9 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	}
 	s.raft = r
 	s.hub.reset() // the snapshot restore may have moved the revision
+	if peer != nil {
+		peer.start(s.serveRequest)
+	}
 	if s.fastElect {
 		// Alone in the configuration: nobody else can win an election, so
 		// don't sit out a full election timeout first. Raft requires the
@@ -278,7 +319,10 @@ func (s *Store) Close() error {
 		s.closeMu.Unlock()
 		err := s.raft.Shutdown().Error()
 		s.wg.Wait()
-		s.trans.Close()
+		s.trans.(raft.WithClose).Close()
+		if s.peer != nil {
+			s.peer.close()
+		}
 		if cerr := s.logs.Close(); err == nil {
 			err = cerr
 		}
@@ -303,6 +347,15 @@ func (s *Store) isClosed() bool { return s.closed.Load() }
 
 // NodeID returns this node's permanent ID.
 func (s *Store) NodeID() string { return s.id }
+
+// PeerAddr returns the address other members reach this node at (the
+// advertised peer address), or "" without a peer listener.
+func (s *Store) PeerAddr() string {
+	if s.peer == nil {
+		return ""
+	}
+	return s.addr
+}
 
 // ---- leadership ----
 
@@ -378,6 +431,7 @@ func (s *Store) becomeReady(leaderCh <-chan bool) {
 			s.readyTerm.Store(term)
 			s.readinessChanged()
 			s.log.Info("leader ready", "term", term)
+			s.fixOwnAddress()
 			return
 		}
 		if s.raft.State() != raft.Leader {
@@ -392,6 +446,22 @@ func (s *Store) becomeReady(leaderCh <-chan bool) {
 	}
 }
 
+// fixOwnAddress updates this leader's entry in the configuration when it
+// now listens somewhere else (a restart on a new port, or a store restored
+// from a backup and opened with a peer listener), so that members dial the
+// right place.
+func (s *Store) fixOwnAddress() {
+	if s.peer == nil {
+		return
+	}
+	srv, err := s.findMember(s.id)
+	if err != nil || string(srv.Address) == s.addr {
+		return
+	}
+	err = s.raft.AddVoter(srv.ID, raft.ServerAddress(s.addr), 0, s.opts.ElectionTimeout).Error()
+	s.log.Info("updated own peer address in the configuration", "from", string(srv.Address), "to", s.addr, "err", err)
+}
+
 // ---- linearizable reads ----
 
 // readBatch is the set of linearizable reads that one leadership check
@@ -404,21 +474,56 @@ type readBatch struct {
 
 // readIndex makes the next local read linearizable: it returns once this
 // node's state includes every write acknowledged before readIndex was
-// called. It notes the commit index, confirms with a quorum that this node
-// is still the leader (one confirmation serves every read that queued
-// meanwhile), then waits until that index is applied locally.
+// called. The leader notes its commit index and confirms with a quorum
+// that it is still the leader (confirmIndex); a follower asks the leader
+// for that index over the peer transport. Either then waits until the
+// index is applied locally.
 //
 // The applied index counts only entries raft hands to the FSM; raft's own
 // no-op and barrier entries are not. That is safe: a ready leader has
 // applied its own no-op command of the current term, after which the only
-// entries are commands and configuration changes, both counted.
+// entries are commands and configuration changes, both counted, on every
+// member.
 func (s *Store) readIndex(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	if err := s.waitLeaderReady(ctx); err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		var (
+			index uint64
+			err   error
+			retry = true
+		)
+		if s.isReady() {
+			index, err = s.confirmIndex(ctx)
+			retry = errors.Is(err, ErrNotLeader)
+		} else if addr, id := s.leader(); addr != "" && id != s.id && s.peer != nil {
+			var resp *wire.Response
+			resp, err = s.peer.call(ctx, addr, &wire.Request{Type: wire.RPCReadIndex, From: s.id})
+			if err == nil {
+				err = errFromWire(resp)
+				index = resp.Index
+				retry = errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)
+			} else {
+				retry = ctx.Err() == nil // a read can always be retried
+			}
+		}
+		if err == nil && !retry {
+			return s.waitApplied(ctx, index)
+		}
+		if !retry {
+			return err
+		}
+		if err := s.backoff(ctx, attempt); err != nil {
+			return err
+		}
 	}
+}
+
+// confirmIndex returns a commit index that covers every write acknowledged
+// before it was called, after confirming this node's leadership with a
+// quorum. One confirmation serves every call that queued meanwhile.
+func (s *Store) confirmIndex(ctx context.Context) (uint64, error) {
 	s.readMu.Lock()
 	b := s.readBatch
 	if b == nil {
@@ -433,14 +538,11 @@ func (s *Store) readIndex(ctx context.Context) error {
 	select {
 	case <-b.done:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	case <-s.stop:
-		return ErrClosed
+		return 0, ErrClosed
 	}
-	if b.err != nil {
-		return b.err
-	}
-	return s.waitApplied(ctx, b.index)
+	return b.index, b.err
 }
 
 func (s *Store) readLoop() {
@@ -512,9 +614,12 @@ func (s *Store) raftError(err error) error {
 
 // ---- writes ----
 
-// propose commits cmd through raft and returns the FSM's result. It waits
-// for a ready leader within ctx, retries while the command provably did
-// not enter the log, and reports ErrUnknownOutcome when it may have.
+// propose commits cmd through raft and returns the FSM's result. On a
+// ready leader it proposes locally; on a follower it forwards the command
+// to the leader over the peer transport. It retries, with jittered
+// backoff within ctx, while the command provably did not enter the log (no
+// leader yet, a leader that stepped down before proposing, a peer that
+// could not be reached), and reports ErrUnknownOutcome when it may have.
 func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
@@ -526,37 +631,105 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, e
 	if len(data) > s.opts.MaxRequestBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrRequestTooLarge, len(data), s.opts.MaxRequestBytes)
 	}
-	for {
-		if err := s.waitLeaderReady(ctx); err != nil {
-			return nil, err
+	for attempt := 0; ; attempt++ {
+		var (
+			res   *applyResult
+			err   error
+			retry = true
+		)
+		if s.isReady() {
+			res, err, retry = s.applyLocal(ctx, data)
+		} else if addr, id := s.leader(); addr != "" && id != s.id && s.peer != nil {
+			res, err, retry = s.forward(ctx, addr, data)
 		}
-		var timeout time.Duration
-		if dl, ok := ctx.Deadline(); ok {
-			if timeout = time.Until(dl); timeout <= 0 {
-				return nil, ctx.Err()
-			}
+		if !retry {
+			return res, err
 		}
-		f := s.raft.ApplyLog(raft.Log{Data: data, Extensions: logEntrySum(data)}, timeout)
-		err := s.waitFuture(ctx, f)
-		switch {
-		case err == nil:
-			res, _ := f.Response().(*applyResult)
-			if res == nil {
-				return nil, fmt.Errorf("accord: internal error: no result for committed command")
-			}
-			return res, res.err
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
-			continue // never entered the log: safe to retry
-		case errors.Is(err, raft.ErrLeadershipLost):
-			return nil, ErrUnknownOutcome
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ErrClosed)
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ctx.Err())
-		default:
+		if err := s.backoff(ctx, attempt); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// leader returns the leader's address and ID as this node knows them.
+func (s *Store) leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// backoff waits before the next attempt to reach a leader: a jittered,
+// growing delay, cut short when this node's readiness changes. It fails
+// with ErrNoLeader (wrapping the ctx error) when ctx ends.
+func (s *Store) backoff(ctx context.Context, attempt int) error {
+	s.readyMu.Lock()
+	ch := s.readyCh
+	s.readyMu.Unlock()
+	d := min(5*time.Millisecond<<min(attempt, 6), s.opts.ElectionTimeout/2)
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+	case <-s.stop:
+		return ErrClosed
+	}
+}
+
+// applyLocal proposes data on this node, which should be the leader.
+// retry reports that the command certainly did not enter the log.
+func (s *Store) applyLocal(ctx context.Context, data []byte) (res *applyResult, err error, retry bool) {
+	var timeout time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(dl); timeout <= 0 {
+			return nil, ctx.Err(), false
+		}
+	}
+	f := s.raft.ApplyLog(raft.Log{Data: data, Extensions: logEntrySum(data)}, timeout)
+	err = s.waitFuture(ctx, f)
+	switch {
+	case err == nil:
+		res, _ := f.Response().(*applyResult)
+		if res == nil {
+			return nil, fmt.Errorf("accord: internal error: no result for committed command"), false
+		}
+		return res, res.err, false
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		return nil, s.raftError(err), true // never entered the log
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return nil, ErrUnknownOutcome, false
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ErrClosed), false
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ctx.Err()), false
+	}
+	return nil, err, false
+}
+
+// forward sends data to the leader at addr.
+func (s *Store) forward(ctx context.Context, addr string, data []byte) (res *applyResult, err error, retry bool) {
+	resp, err := s.peer.call(ctx, addr, &wire.Request{Type: wire.RPCForward, Command: data, From: s.id})
+	switch {
+	case errors.Is(err, errNotSent):
+		return nil, err, true
+	case err != nil && ctx.Err() != nil:
+		return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ctx.Err()), false
+	case err != nil:
+		// The request may have reached the leader before the connection
+		// broke: its fate is unknown.
+		return nil, fmt.Errorf("%w (forwarding to %s: %v)", ErrUnknownOutcome, addr, err), false
+	}
+	if rerr := errFromWire(resp); rerr != nil {
+		if errors.Is(rerr, ErrNotLeader) || errors.Is(rerr, ErrNoLeader) {
+			return nil, rerr, true // refused before proposing
+		}
+		return &applyResult{rev: resp.Revision, err: rerr}, rerr, false
+	}
+	return &applyResult{txn: txnFromWire(resp.Txn), rev: resp.Revision}, nil, false
 }
 
 // waitFuture waits for f within ctx. raft futures cannot be selected on,

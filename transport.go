@@ -1,0 +1,758 @@
+package accord
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/accordkv/accord/internal/logbridge"
+	"github.com/accordkv/accord/internal/wire"
+)
+
+// The peer transport: one listener per node carrying both the raft stream
+// and accord's own RPCs (forwarded writes, read-index for followers, lease
+// keep-alives, status, member lookup). The first byte a dialer sends after
+// the (optional) TLS handshake says which: connRaft or connRPC. With
+// Options.PeerTLS set, both sides require a certificate from the
+// configured CA (mutual TLS): a host without one can neither speak raft to
+// a member nor call its RPCs, and a plaintext dialer fails the handshake.
+
+const (
+	connRaft byte = 'R'
+	connRPC  byte = 'C'
+
+	peerHandshakeTimeout = 10 * time.Second
+	rpcMaxFrame          = 64 << 20
+	rpcIdlePerPeer       = 16
+)
+
+// errTransportClosed is returned by the transport after close.
+var errTransportClosed = errors.New("accord: peer transport closed")
+
+type peerTransport struct {
+	log       *slog.Logger
+	ln        net.Listener
+	advertise string
+	server    *tls.Config // nil: plaintext
+	client    *tls.Config // nil: plaintext
+	handler   func(ctx context.Context, req *wire.Request) *wire.Response
+
+	raftConns chan net.Conn
+	raftStop  chan struct{} // closed by the raft stream layer's Close
+	raftOnce  sync.Once
+	stop      chan struct{}
+	ctx       context.Context // cancelled by close: ends requests being served
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+
+	mu          sync.Mutex // guards the fields below
+	closed      bool
+	conns       map[net.Conn]struct{} // every open connection, both directions
+	idle        map[string][]*rpcConn // pooled RPC client connections by address
+	partitioned bool                  // test hook: refuse all traffic
+}
+
+func newPeerTransport(log *slog.Logger, ln net.Listener, advertise string, tlsConf *tls.Config) *peerTransport {
+	t := &peerTransport{
+		log:       log,
+		ln:        ln,
+		advertise: advertise,
+		raftConns: make(chan net.Conn),
+		raftStop:  make(chan struct{}),
+		stop:      make(chan struct{}),
+		conns:     make(map[net.Conn]struct{}),
+		idle:      make(map[string][]*rpcConn),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	if tlsConf != nil {
+		t.server = tlsConf.Clone()
+		t.server.ClientAuth = tls.RequireAndVerifyClientCert
+		t.server.MinVersion = max(t.server.MinVersion, tls.VersionTLS12)
+		t.client = tlsConf.Clone()
+		t.client.MinVersion = max(t.client.MinVersion, tls.VersionTLS12)
+	}
+	return t
+}
+
+// start begins accepting connections; handler serves RPCs.
+func (t *peerTransport) start(handler func(ctx context.Context, req *wire.Request) *wire.Response) {
+	t.handler = handler
+	t.wg.Go(t.acceptLoop)
+}
+
+func (t *peerTransport) track(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.partitioned {
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *peerTransport) untrack(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+func (t *peerTransport) acceptLoop() {
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			select {
+			case <-t.stop:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			t.log.Warn("peer accept failed", "err", err)
+			select {
+			case <-t.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if !t.track(c) {
+			c.Close()
+			continue
+		}
+		t.wg.Go(func() { t.handshake(c) })
+	}
+}
+
+// handshake completes TLS, reads the connection kind and hands it on.
+func (t *peerTransport) handshake(c net.Conn) {
+	c.SetDeadline(time.Now().Add(peerHandshakeTimeout))
+	conn := c
+	if t.server != nil {
+		tc := tls.Server(c, t.server)
+		if err := tc.Handshake(); err != nil {
+			t.log.Warn("peer TLS handshake refused", "peer", c.RemoteAddr().String(), "err", err)
+			t.untrack(c)
+			c.Close()
+			return
+		}
+		conn = &trackedConn{Conn: tc, raw: c}
+	}
+	var kind [1]byte
+	if _, err := io.ReadFull(conn, kind[:]); err != nil {
+		t.untrack(c)
+		conn.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	switch kind[0] {
+	case connRaft:
+		select {
+		case t.raftConns <- conn:
+		case <-t.raftStop:
+			t.untrack(c)
+			conn.Close()
+		case <-t.stop:
+			t.untrack(c)
+			conn.Close()
+		}
+	case connRPC:
+		t.serveRPC(conn, c)
+	default:
+		t.log.Warn("peer sent an unknown connection kind", "peer", c.RemoteAddr().String())
+		t.untrack(c)
+		conn.Close()
+	}
+}
+
+// trackedConn keeps the raw connection (the key of peerTransport.conns) of
+// a TLS connection.
+type trackedConn struct {
+	net.Conn
+	raw net.Conn
+}
+
+func rawConn(c net.Conn) net.Conn {
+	if tc, ok := c.(*trackedConn); ok {
+		return tc.raw
+	}
+	return c
+}
+
+// serveRPC answers requests on one connection, one at a time.
+func (t *peerTransport) serveRPC(conn, raw net.Conn) {
+	defer func() {
+		t.untrack(raw)
+		conn.Close()
+	}()
+	r := bufio.NewReader(conn)
+	var out []byte
+	for {
+		frame, err := wire.ReadFrame(r, rpcMaxFrame)
+		if err != nil {
+			return
+		}
+		var resp *wire.Response
+		req, err := wire.DecodeRequest(frame)
+		if err != nil {
+			code := wire.ErrCodeInvalidArgument
+			if errors.Is(err, wire.ErrUnknownRPC) {
+				code = wire.ErrCodeUnsupported
+			}
+			resp = &wire.Response{ErrCode: code, ErrMsg: err.Error()}
+		} else {
+			ctx, cancel := t.requestContext(req)
+			resp = t.handler(ctx, req)
+			cancel()
+		}
+		out, err = wire.AppendResponse(out[:0], resp)
+		if err != nil {
+			out, _ = wire.AppendResponse(out[:0], &wire.Response{ErrCode: wire.ErrCodeUnknown, ErrMsg: err.Error()})
+		}
+		if err := wire.WriteFrame(conn, out); err != nil {
+			return
+		}
+	}
+}
+
+// requestContext bounds a served request by the caller's timeout and by
+// the transport's life.
+func (t *peerTransport) requestContext(req *wire.Request) (context.Context, context.CancelFunc) {
+	if req.TimeoutMillis > 0 {
+		return context.WithTimeout(t.ctx, time.Duration(req.TimeoutMillis)*time.Millisecond)
+	}
+	return context.WithCancel(t.ctx)
+}
+
+// dial opens a connection of the given kind to addr.
+func (t *peerTransport) dial(ctx context.Context, addr string, kind byte) (net.Conn, error) {
+	t.mu.Lock()
+	refused := t.closed || t.partitioned
+	t.mu.Unlock()
+	if refused {
+		return nil, fmt.Errorf("dial %s: %w", addr, errTransportClosed)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if !t.track(c) {
+		c.Close()
+		return nil, fmt.Errorf("dial %s: %w", addr, errTransportClosed)
+	}
+	conn := c
+	if t.client != nil {
+		conf := t.client
+		if conf.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			conf = conf.Clone()
+			conf.ServerName = host
+		}
+		tc := tls.Client(c, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			t.untrack(c)
+			c.Close()
+			return nil, fmt.Errorf("peer TLS handshake with %s: %w", addr, err)
+		}
+		conn = &trackedConn{Conn: tc, raw: c}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetWriteDeadline(dl)
+	}
+	if _, err := conn.Write([]byte{kind}); err != nil {
+		t.untrack(c)
+		conn.Close()
+		return nil, err
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return &closeNotifyConn{Conn: conn, t: t}, nil
+}
+
+// closeNotifyConn untracks itself when closed.
+type closeNotifyConn struct {
+	net.Conn
+	t    *peerTransport
+	once sync.Once
+}
+
+func (c *closeNotifyConn) Close() error {
+	c.once.Do(func() { c.t.untrack(rawConn(c.Conn)) })
+	return c.Conn.Close()
+}
+
+// close shuts the listener and every connection, and waits for the
+// transport's goroutines.
+func (t *peerTransport) close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	close(t.stop)
+	t.cancel()
+	t.ln.Close()
+	for c := range t.conns {
+		c.Close()
+	}
+	t.idle = nil
+	t.mu.Unlock()
+	t.wg.Wait()
+}
+
+// setPartitioned cuts (or restores) all traffic to and from this node:
+// open connections are closed, and new ones are refused both ways. For
+// tests of leader isolation.
+func (t *peerTransport) setPartitioned(on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.partitioned = on
+	if on {
+		for c := range t.conns {
+			c.Close()
+		}
+		clear(t.idle)
+	}
+}
+
+// listenPeers opens the peer listener of o.PeerAddr and works out the
+// address to advertise.
+func listenPeers(o *Options) (*peerTransport, error) {
+	ln, err := net.Listen("tcp", o.PeerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("accord: open: peer listener: %w", err)
+	}
+	advertise := o.AdvertisePeerAddr
+	if advertise == "" {
+		tcp := ln.Addr().(*net.TCPAddr)
+		if tcp.IP.IsUnspecified() {
+			ln.Close()
+			return nil, fmt.Errorf("accord: open: PeerAddr %s binds every interface; set AdvertisePeerAddr to the address members should dial", o.PeerAddr)
+		}
+		advertise = tcp.String()
+	}
+	return newPeerTransport(o.Logger, ln, advertise, o.PeerTLS), nil
+}
+
+// lookupMemberID asks the members at o.Peers which ID this node was added
+// under (by AddMember, with this node's advertised peer address).
+func lookupMemberID(t *peerTransport, o *Options) (string, error) {
+	if t == nil || len(o.Peers) == 0 {
+		return "", fmt.Errorf("accord: open: JoinExisting needs PeerAddr and Peers")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.JoinTimeout)
+	defer cancel()
+	var last error
+	for attempt := 0; ; attempt++ {
+		for _, p := range o.Peers {
+			resp, err := t.call(ctx, p, &wire.Request{Type: wire.RPCMemberLookup, Addr: t.advertise})
+			if err == nil {
+				if err = errFromWire(resp); err == nil && resp.MemberID != "" {
+					return resp.MemberID, nil
+				}
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("accord: open: no member at %v knows peer address %s (add it with AddMember first): %w", o.Peers, t.advertise, last)
+		case <-time.After(min(50*time.Millisecond<<min(attempt, 4), time.Second)):
+		}
+	}
+}
+
+func (t *peerTransport) isPartitioned() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.partitioned
+}
+
+// ---- raft stream layer ----
+
+type raftLayer struct{ t *peerTransport }
+
+func (l raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.t.raftConns:
+		return c, nil
+	case <-l.t.raftStop:
+		return nil, errTransportClosed
+	case <-l.t.stop:
+		return nil, errTransportClosed
+	}
+}
+
+func (l raftLayer) Close() error {
+	l.t.raftOnce.Do(func() { close(l.t.raftStop) })
+	return nil
+}
+
+// Addr is the advertised address: raft uses it as this node's address.
+func (l raftLayer) Addr() net.Addr { return advertisedAddr(l.t.advertise) }
+
+func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return l.t.dial(ctx, string(addr), connRaft)
+}
+
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
+
+func (t *peerTransport) raftTransport(log *slog.Logger) *raft.NetworkTransport {
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftLayer{t},
+		MaxPool: 5,
+		Timeout: 10 * time.Second,
+		Logger:  logbridge.HCLog(log, "raft-net"),
+	})
+}
+
+// ---- RPC client ----
+
+type rpcConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// errNotSent marks an RPC that certainly did not reach the peer (it could
+// not connect), so a write can be retried safely.
+var errNotSent = errors.New("accord: request not sent")
+
+// call sends req to addr and waits for the response within ctx. An error
+// wrapping errNotSent means the request never left; any other transport
+// error means its fate is unknown.
+func (t *peerTransport) call(ctx context.Context, addr string, req *wire.Request) (*wire.Response, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutMillis = max(1, time.Until(dl).Milliseconds())
+	}
+	payload, err := wire.AppendRequest(nil, req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	rc, err := t.getConn(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	stop := context.AfterFunc(ctx, func() { rc.c.SetDeadline(time.Now()) })
+	err = wire.WriteFrame(rc.c, payload)
+	var frame []byte
+	if err == nil {
+		frame, err = wire.ReadFrame(rc.r, rpcMaxFrame)
+	}
+	if !stop() || err != nil {
+		rc.c.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	resp, err := wire.DecodeResponse(frame)
+	if err != nil {
+		rc.c.Close()
+		return nil, err
+	}
+	t.putConn(addr, rc)
+	return resp, nil
+}
+
+func (t *peerTransport) getConn(ctx context.Context, addr string) (*rpcConn, error) {
+	t.mu.Lock()
+	if pool := t.idle[addr]; len(pool) > 0 {
+		rc := pool[len(pool)-1]
+		t.idle[addr] = pool[:len(pool)-1]
+		t.mu.Unlock()
+		return rc, nil
+	}
+	t.mu.Unlock()
+	c, err := t.dial(ctx, addr, connRPC)
+	if err != nil {
+		return nil, err
+	}
+	return &rpcConn{c: c, r: bufio.NewReader(c)}, nil
+}
+
+func (t *peerTransport) putConn(addr string, rc *rpcConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.partitioned || t.idle == nil || len(t.idle[addr]) >= rpcIdlePerPeer {
+		rc.c.Close()
+		return
+	}
+	t.idle[addr] = append(t.idle[addr], rc)
+}
+
+// ---- the RPCs a member serves ----
+
+// serveRequest answers one peer RPC. Calls that only the leader can
+// answer (forwarded writes, read-index, lease renewals) are refused with
+// ErrNotLeader and the leader's whereabouts when this node is not a ready
+// leader: the caller retries there. They are never forwarded again, so a
+// request cannot loop between members that disagree about the leader.
+func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Response {
+	switch req.Type {
+	case wire.RPCForward, wire.RPCReadIndex, wire.RPCLeaseKeepAlive, wire.RPCLeaseTimeToLive, wire.RPCMemberRemove:
+		if !s.isReady() {
+			return s.notLeaderResponse()
+		}
+	}
+	switch req.Type {
+	case wire.RPCForward:
+		if len(req.Command) > s.opts.MaxRequestBytes {
+			return errToWire(ErrRequestTooLarge)
+		}
+		res, err, retry := s.applyLocal(ctx, req.Command)
+		if retry {
+			return s.notLeaderResponse()
+		}
+		if err != nil {
+			resp := errToWire(err)
+			if res != nil {
+				resp.Revision = res.rev
+			}
+			return resp
+		}
+		return &wire.Response{Txn: txnToWire(res.txn), Revision: res.rev}
+	case wire.RPCReadIndex:
+		index, err := s.confirmIndex(ctx)
+		if err != nil {
+			return errToWire(err)
+		}
+		return &wire.Response{Index: index}
+	case wire.RPCLeaseKeepAlive:
+		return s.leaseKeepAlive(req.LeaseID)
+	case wire.RPCLeaseTimeToLive:
+		return s.leaseTimeToLive(req.LeaseID, req.Keys)
+	case wire.RPCStatus:
+		st := s.localStatus()
+		return &wire.Response{Status: &st}
+	case wire.RPCMemberRemove:
+		err := s.RemoveMember(ctx, req.MemberID)
+		if errors.Is(err, ErrNotLeader) {
+			return s.notLeaderResponse()
+		}
+		return errToWire(err)
+	case wire.RPCMemberLookup:
+		id, err := s.memberByAddr(req.Addr)
+		if err != nil {
+			return errToWire(err)
+		}
+		return &wire.Response{MemberID: id}
+	}
+	return &wire.Response{ErrCode: wire.ErrCodeUnsupported, ErrMsg: fmt.Sprintf("unsupported request type %d", req.Type)}
+}
+
+func (s *Store) notLeaderResponse() *wire.Response {
+	addr, id := s.leader()
+	if id == s.id { // leader, but not ready yet: no better address to give
+		addr, id = "", ""
+	}
+	return &wire.Response{ErrCode: wire.ErrCodeNotLeader, ErrMsg: ErrNotLeader.Error(), LeaderID: id, LeaderAddr: addr}
+}
+
+// onLeader runs req on the leader: here if this node is the ready leader,
+// otherwise over the peer transport. It retries with backoff within ctx
+// while there is no leader or the one it reached had stepped down. Only
+// for requests that are safe to repeat (reads, lease renewals).
+func (s *Store) onLeader(ctx context.Context, req *wire.Request) (*wire.Response, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	req.From = s.id
+	for attempt := 0; ; attempt++ {
+		var resp *wire.Response
+		if s.isReady() {
+			resp = s.serveRequest(ctx, req)
+		} else if addr, id := s.leader(); addr != "" && id != s.id && s.peer != nil {
+			r, err := s.peer.call(ctx, addr, req)
+			if err != nil && ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			resp = r // nil on a transport error: retry
+		}
+		if resp != nil {
+			err := errFromWire(resp)
+			if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
+				return resp, err
+			}
+		}
+		if err := s.backoff(ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// errCodes maps sentinel errors to their codes on the wire. The order
+// matters where one error wraps another: the first match wins.
+var errCodes = []struct {
+	code wire.ErrCode
+	err  error
+}{
+	{wire.ErrCodeUnknownOutcome, ErrUnknownOutcome},
+	{wire.ErrCodeNotLeader, ErrNotLeader},
+	{wire.ErrCodeNoLeader, ErrNoLeader},
+	{wire.ErrCodeClosed, ErrClosed},
+	{wire.ErrCodeEmptyKey, ErrEmptyKey},
+	{wire.ErrCodeKeyNotFound, ErrKeyNotFound},
+	{wire.ErrCodeValueProvided, ErrValueProvided},
+	{wire.ErrCodeLeaseProvided, ErrLeaseProvided},
+	{wire.ErrCodeTooManyOps, ErrTooManyOps},
+	{wire.ErrCodeDuplicateKey, ErrDuplicateKey},
+	{wire.ErrCodeRequestTooLarge, ErrRequestTooLarge},
+	{wire.ErrCodeCompacted, ErrCompacted},
+	{wire.ErrCodeFutureRev, ErrFutureRev},
+	{wire.ErrCodeLeaseNotFound, ErrLeaseNotFound},
+	{wire.ErrCodeLeaseExists, ErrLeaseExists},
+	{wire.ErrCodeLeaseTTLTooLarge, ErrLeaseTTLTooLarge},
+	{wire.ErrCodeUnsupported, ErrUnsupported},
+	{wire.ErrCodeInvalidArgument, ErrInvalidArgument},
+	{wire.ErrCodeCorrupt, ErrCorrupt},
+	{wire.ErrCodeTimeout, context.DeadlineExceeded},
+	{wire.ErrCodeNotFound, ErrMemberNotFound},
+}
+
+func errToWire(err error) *wire.Response {
+	if err == nil {
+		return &wire.Response{}
+	}
+	resp := &wire.Response{ErrCode: wire.ErrCodeUnknown, ErrMsg: err.Error()}
+	for _, c := range errCodes {
+		if errors.Is(err, c.err) {
+			resp.ErrCode = c.code
+			break
+		}
+	}
+	var nl *NotLeaderError
+	if errors.As(err, &nl) {
+		resp.LeaderID, resp.LeaderAddr = nl.LeaderID, nl.LeaderAddr
+	}
+	return resp
+}
+
+// errFromWire turns a response's error back into an error matching the
+// same sentinel, keeping the remote text.
+func errFromWire(resp *wire.Response) error {
+	if resp.ErrCode == wire.ErrCodeNone {
+		return nil
+	}
+	if resp.ErrCode == wire.ErrCodeNotLeader {
+		return &NotLeaderError{LeaderID: resp.LeaderID, LeaderAddr: resp.LeaderAddr}
+	}
+	for _, c := range errCodes {
+		if c.code == resp.ErrCode {
+			return &remoteError{msg: resp.ErrMsg, err: c.err}
+		}
+	}
+	return &remoteError{msg: resp.ErrMsg}
+}
+
+// remoteError is an error reported by another member.
+type remoteError struct {
+	msg string
+	err error // the matching sentinel, if any
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.err }
+
+func kvToWire(kv *KeyValue) wire.KeyValue {
+	return wire.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: int64(kv.Lease)}
+}
+
+func kvFromWire(kv *wire.KeyValue) KeyValue {
+	return KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version, Lease: LeaseID(kv.Lease)}
+}
+
+func kvsToWire(kvs []KeyValue) []wire.KeyValue {
+	if len(kvs) == 0 {
+		return nil
+	}
+	out := make([]wire.KeyValue, len(kvs))
+	for i := range kvs {
+		out[i] = kvToWire(&kvs[i])
+	}
+	return out
+}
+
+func kvsFromWire(kvs []wire.KeyValue) []KeyValue {
+	if len(kvs) == 0 {
+		return nil
+	}
+	out := make([]KeyValue, len(kvs))
+	for i := range kvs {
+		out[i] = kvFromWire(&kvs[i])
+	}
+	return out
+}
+
+func txnToWire(r *TxnResponse) *wire.TxnResponse {
+	if r == nil {
+		return nil
+	}
+	w := &wire.TxnResponse{Revision: r.Revision, Succeeded: r.Succeeded}
+	if len(r.Responses) > 0 {
+		w.Responses = make([]wire.ResponseOp, len(r.Responses))
+	}
+	for i, op := range r.Responses {
+		switch {
+		case op.Get != nil:
+			w.Responses[i].Range = &wire.RangeResponse{Revision: op.Get.Revision, KVs: kvsToWire(op.Get.KVs), Count: op.Get.Count, More: op.Get.More}
+		case op.Put != nil:
+			p := &wire.PutResponse{Revision: op.Put.Revision}
+			if op.Put.PrevKV != nil {
+				kv := kvToWire(op.Put.PrevKV)
+				p.PrevKV = &kv
+			}
+			w.Responses[i].Put = p
+		case op.Delete != nil:
+			w.Responses[i].DeleteRange = &wire.DeleteRangeResponse{Revision: op.Delete.Revision, Deleted: op.Delete.Deleted, PrevKVs: kvsToWire(op.Delete.PrevKVs)}
+		case op.Txn != nil:
+			w.Responses[i].Txn = txnToWire(op.Txn)
+		}
+	}
+	return w
+}
+
+func txnFromWire(w *wire.TxnResponse) *TxnResponse {
+	if w == nil {
+		return nil
+	}
+	r := &TxnResponse{Revision: w.Revision, Succeeded: w.Succeeded}
+	if len(w.Responses) > 0 {
+		r.Responses = make([]OpResponse, len(w.Responses))
+	}
+	for i, op := range w.Responses {
+		switch {
+		case op.Range != nil:
+			r.Responses[i].Get = &GetResponse{Revision: op.Range.Revision, KVs: kvsFromWire(op.Range.KVs), Count: op.Range.Count, More: op.Range.More}
+		case op.Put != nil:
+			p := &PutResponse{Revision: op.Put.Revision}
+			if op.Put.PrevKV != nil {
+				kv := kvFromWire(op.Put.PrevKV)
+				p.PrevKV = &kv
+			}
+			r.Responses[i].Put = p
+		case op.DeleteRange != nil:
+			r.Responses[i].Delete = &DeleteResponse{Revision: op.DeleteRange.Revision, Deleted: op.DeleteRange.Deleted, PrevKVs: kvsFromWire(op.DeleteRange.PrevKVs)}
+		case op.Txn != nil:
+			r.Responses[i].Txn = txnFromWire(op.Txn)
+		}
+	}
+	return r
+}
