@@ -3,6 +3,7 @@ package accord
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -175,5 +176,47 @@ func TestClusterMembership(t *testing.T) {
 	}
 	if st.ClusterVersion != ReleaseVersion || st.Leader == "" {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestClusterRestartOnNewPort: a follower that comes back on another port
+// tells the leader, which then replicates to the new address.
+func TestClusterRestartOnNewPort(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	f := c.follower()
+	old := f.opts.PeerAddr
+	f.kill()
+	l := c.leader().store()
+	if _, err := l.Put(ctx, "while-down", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	f.restart(true)
+	if f.opts.PeerAddr == old {
+		t.Fatal("test bug: same port")
+	}
+	eventually(t, 20*time.Second, "leader records the new address", func() error {
+		srv, err := l.findMember(f.store().NodeID())
+		if err != nil {
+			return err
+		}
+		if string(srv.Address) != f.opts.PeerAddr {
+			return fmt.Errorf("address %s, want %s", srv.Address, f.opts.PeerAddr)
+		}
+		return nil
+	})
+	c.waitConverged()
+	g, err := f.store().Get(ctx, "while-down", WithSerializable())
+	if err != nil || len(g.KVs) != 1 {
+		t.Fatalf("restarted follower: %v %+v", err, g)
+	}
+	// Membership calls made on a follower reach the leader.
+	m, err := f.store().AddMember(ctx, freePort(t), true)
+	if err != nil {
+		t.Fatalf("add member from a follower: %v", err)
+	}
+	if err := f.store().RemoveMember(ctx, m.ID); err != nil {
+		t.Fatalf("remove member from a follower: %v", err)
 	}
 }

@@ -95,68 +95,140 @@ func (s *Store) memberByAddr(addr string) (string, error) {
 // chosen for it; start the node with Options.JoinExisting and
 // Options.Peers naming current members, and it takes that ID. A learner
 // (asLearner) receives the log but does not vote until PromoteMember.
-// Must run on the leader: elsewhere it fails with a *NotLeaderError.
+// Runs on the leader (forwarded from a follower). Errors: ErrMemberExists
+// for a peer address already in use. If the outcome is unknown
+// (ErrUnknownOutcome), Members tells whether the member was added.
 func (s *Store) AddMember(ctx context.Context, peerAddr string, asLearner bool) (*Member, error) {
 	if peerAddr == "" {
 		return nil, fmt.Errorf("accord: add member: %w: empty peer address", ErrInvalidArgument)
 	}
-	if err := s.leaderOnly(ctx); err != nil {
-		return nil, fmt.Errorf("accord: add member: %w", err)
+	resp, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCMemberAdd, Addr: peerAddr, Learner: asLearner})
+	if err != nil {
+		return nil, fmt.Errorf("accord: add member %s: %w", peerAddr, err)
 	}
+	return &Member{ID: resp.MemberID, PeerAddr: peerAddr, IsLearner: asLearner}, nil
+}
+
+func (s *Store) addMemberLocal(ctx context.Context, peerAddr string, asLearner bool) (string, error) {
 	conf, err := s.configuration()
 	if err != nil {
-		return nil, fmt.Errorf("accord: add member: %w", err)
+		return "", err
 	}
 	for _, srv := range conf.Servers {
 		if string(srv.Address) == peerAddr {
-			return nil, fmt.Errorf("accord: add member: %w: %s is member %s", ErrMemberExists, peerAddr, srv.ID)
+			return "", fmt.Errorf("%w: %s is member %s", ErrMemberExists, peerAddr, srv.ID)
 		}
 	}
-	m := &Member{ID: newNodeID(), PeerAddr: peerAddr, IsLearner: asLearner}
+	id := newNodeID()
 	var f raft.IndexFuture
 	if asLearner {
-		f = s.raft.AddNonvoter(raft.ServerID(m.ID), raft.ServerAddress(peerAddr), 0, timeoutOf(ctx))
+		f = s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(peerAddr), 0, timeoutOf(ctx))
 	} else {
-		f = s.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(peerAddr), 0, timeoutOf(ctx))
+		f = s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(peerAddr), 0, timeoutOf(ctx))
 	}
-	if err := s.waitConfChange(ctx, f); err != nil {
-		return nil, fmt.Errorf("accord: add member: %w", err)
-	}
-	return m, nil
+	return id, s.waitConfChange(ctx, f)
 }
 
-// RemoveMember removes a member from the cluster. The removed node stops
-// taking part; a node removing itself gives up leadership first. Must run
-// on the leader.
+// RemoveMember removes a member from the cluster; the removed node stops
+// taking part. Runs on the leader (forwarded from a follower); a leader
+// removing itself steps down. Errors: ErrMemberNotFound.
 func (s *Store) RemoveMember(ctx context.Context, id string) error {
-	if err := s.leaderOnly(ctx); err != nil {
-		return fmt.Errorf("accord: remove member %s: %w", id, err)
-	}
-	if _, err := s.findMember(id); err != nil {
-		return fmt.Errorf("accord: remove member %s: %w", id, err)
-	}
-	if err := s.waitConfChange(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx))); err != nil {
+	if _, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCMemberRemove, MemberID: id}); err != nil {
 		return fmt.Errorf("accord: remove member %s: %w", id, err)
 	}
 	return nil
 }
 
-// PromoteMember makes a learner a voter. Must run on the leader.
+func (s *Store) removeMemberLocal(ctx context.Context, id string) error {
+	if _, err := s.findMember(id); err != nil {
+		return err
+	}
+	return s.waitConfChange(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)))
+}
+
+// PromoteMember makes a learner a voter. Runs on the leader (forwarded
+// from a follower).
 func (s *Store) PromoteMember(ctx context.Context, id string) error {
-	if err := s.leaderOnly(ctx); err != nil {
+	if _, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCMemberPromote, MemberID: id}); err != nil {
 		return fmt.Errorf("accord: promote member %s: %w", id, err)
 	}
+	return nil
+}
+
+func (s *Store) promoteMemberLocal(ctx context.Context, id string) error {
 	srv, err := s.findMember(id)
 	if err != nil {
-		return fmt.Errorf("accord: promote member %s: %w", id, err)
+		return err
 	}
 	if srv.Suffrage == raft.Voter {
-		return fmt.Errorf("accord: promote member %s: %w: already a voter", id, ErrInvalidArgument)
+		return fmt.Errorf("%w: %s is already a voter", ErrInvalidArgument, id)
 	}
-	if err := s.waitConfChange(ctx, s.raft.AddVoter(srv.ID, srv.Address, 0, timeoutOf(ctx))); err != nil {
-		return fmt.Errorf("accord: promote member %s: %w", id, err)
+	return s.waitConfChange(ctx, s.raft.AddVoter(srv.ID, srv.Address, 0, timeoutOf(ctx)))
+}
+
+// UpdateMember records a new peer address for a member (etcd's member
+// update). Runs on the leader (forwarded from a follower). A member that
+// restarts on a new address does this by itself.
+func (s *Store) UpdateMember(ctx context.Context, id, peerAddr string) error {
+	if peerAddr == "" {
+		return fmt.Errorf("accord: update member %s: %w: empty peer address", id, ErrInvalidArgument)
+	}
+	if _, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCMemberUpdate, MemberID: id, Addr: peerAddr}); err != nil {
+		return fmt.Errorf("accord: update member %s: %w", id, err)
 	}
 	return nil
+}
+
+func (s *Store) updateMemberLocal(ctx context.Context, id, peerAddr string) error {
+	srv, err := s.findMember(id)
+	if err != nil {
+		return err
+	}
+	if string(srv.Address) == peerAddr {
+		return nil
+	}
+	var f raft.IndexFuture
+	if srv.Suffrage == raft.Voter {
+		f = s.raft.AddVoter(srv.ID, raft.ServerAddress(peerAddr), 0, timeoutOf(ctx))
+	} else {
+		f = s.raft.AddNonvoter(srv.ID, raft.ServerAddress(peerAddr), 0, timeoutOf(ctx))
+	}
+	return s.waitConfChange(ctx, f)
+}
+
+// announceAddress runs when this node restarted on a peer address that
+// differs from the one in its configuration: the leader would keep dialing
+// the old one, so this node tells the members it knows, until the leader
+// records the new address.
+func (s *Store) announceAddress(peers []string) {
+	req := &wire.Request{Type: wire.RPCMemberUpdate, MemberID: s.id, Addr: s.addr, From: s.id}
+	for attempt := 0; ; attempt++ {
+		if _, err := s.findMember(s.id); err == nil && s.hasOwnAddress() {
+			return
+		}
+		for _, p := range peers {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*s.opts.ElectionTimeout)
+			resp, err := s.peer.call(ctx, p, req)
+			if err == nil && resp.ErrCode == wire.ErrCodeNotLeader && resp.LeaderAddr != "" {
+				resp, err = s.peer.call(ctx, resp.LeaderAddr, req)
+			}
+			cancel()
+			if err == nil && resp.ErrCode == wire.ErrCodeNone {
+				s.log.Info("announced new peer address to the leader", "addr", s.addr)
+				return
+			}
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(min(50*time.Millisecond<<min(attempt, 5), 2*time.Second)):
+		}
+	}
+}
+
+func (s *Store) hasOwnAddress() bool {
+	srv, err := s.findMember(s.id)
+	return err == nil && string(srv.Address) == s.addr
 }
 
 // TransferLeadership hands leadership to the voter id (or, with an empty
@@ -349,23 +421,13 @@ func (s *Store) Leave(ctx context.Context) error {
 	if !others {
 		return fmt.Errorf("accord: leave: %w: the only member cannot leave its cluster; Close it instead", ErrInvalidArgument)
 	}
-	for attempt := 0; ; attempt++ {
-		if s.isReady() {
-			if err := s.TransferLeadership(ctx, ""); err != nil && !errors.Is(err, ErrNotLeader) {
-				return fmt.Errorf("accord: leave: %w", err)
-			}
-		} else if addr, id := s.leader(); addr != "" && id != s.id && s.peer != nil {
-			resp, err := s.peer.call(ctx, addr, &wire.Request{Type: wire.RPCMemberRemove, MemberID: s.id, From: s.id})
-			if err == nil {
-				err = errFromWire(resp)
-			}
-			if err == nil || errors.Is(err, ErrMemberNotFound) {
-				break
-			}
-		}
-		if err := s.backoff(ctx, attempt); err != nil {
+	if s.isReady() {
+		if err := s.TransferLeadership(ctx, ""); err != nil && !errors.Is(err, ErrNotLeader) {
 			return fmt.Errorf("accord: leave: %w", err)
 		}
+	}
+	if err := s.RemoveMember(ctx, s.id); err != nil && !errors.Is(err, ErrMemberNotFound) {
+		return fmt.Errorf("accord: leave: %w", err)
 	}
 	// Wait until this node has seen its own removal (or ctx ends).
 	for attempt := 0; ; attempt++ {

@@ -210,6 +210,20 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.hub.reset() // the snapshot restore may have moved the revision
 	if peer != nil {
 		peer.start(s.serveRequest)
+		if latestConf != nil {
+			var others []string
+			moved := false
+			for _, srv := range latestConf.Servers {
+				if srv.ID == self.ID {
+					moved = string(srv.Address) != s.addr
+				} else {
+					others = append(others, string(srv.Address))
+				}
+			}
+			if moved && len(others) > 0 {
+				s.wg.Go(func() { s.announceAddress(others) })
+			}
+		}
 	}
 	if s.fastElect {
 		// Alone in the configuration: nobody else can win an election, so

@@ -507,7 +507,8 @@ func (t *peerTransport) putConn(addr string, rc *rpcConn) {
 // request cannot loop between members that disagree about the leader.
 func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Response {
 	switch req.Type {
-	case wire.RPCForward, wire.RPCReadIndex, wire.RPCLeaseKeepAlive, wire.RPCLeaseTimeToLive, wire.RPCMemberRemove:
+	case wire.RPCForward, wire.RPCReadIndex, wire.RPCLeaseKeepAlive, wire.RPCLeaseTimeToLive,
+		wire.RPCMemberRemove, wire.RPCMemberAdd, wire.RPCMemberPromote, wire.RPCMemberUpdate:
 		if !s.isReady() {
 			return s.notLeaderResponse()
 		}
@@ -543,11 +544,18 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 		st := s.localStatus()
 		return &wire.Response{Status: &st}
 	case wire.RPCMemberRemove:
-		err := s.RemoveMember(ctx, req.MemberID)
-		if errors.Is(err, ErrNotLeader) {
-			return s.notLeaderResponse()
+		return s.leaderResult(s.removeMemberLocal(ctx, req.MemberID))
+	case wire.RPCMemberPromote:
+		return s.leaderResult(s.promoteMemberLocal(ctx, req.MemberID))
+	case wire.RPCMemberUpdate:
+		return s.leaderResult(s.updateMemberLocal(ctx, req.MemberID, req.Addr))
+	case wire.RPCMemberAdd:
+		id, err := s.addMemberLocal(ctx, req.Addr, req.Learner)
+		resp := s.leaderResult(err)
+		if err == nil {
+			resp.MemberID = id
 		}
-		return errToWire(err)
+		return resp
 	case wire.RPCMemberLookup:
 		id, err := s.memberByAddr(req.Addr)
 		if err != nil {
@@ -556,6 +564,15 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 		return &wire.Response{MemberID: id}
 	}
 	return &wire.Response{ErrCode: wire.ErrCodeUnsupported, ErrMsg: fmt.Sprintf("unsupported request type %d", req.Type)}
+}
+
+// leaderResult answers a leader-only request: a raft refusal because
+// leadership moved becomes ErrNotLeader with a hint, so the caller retries.
+func (s *Store) leaderResult(err error) *wire.Response {
+	if errors.Is(err, ErrNotLeader) {
+		return s.notLeaderResponse()
+	}
+	return errToWire(err)
 }
 
 func (s *Store) notLeaderResponse() *wire.Response {
@@ -625,6 +642,7 @@ var errCodes = []struct {
 	{wire.ErrCodeCorrupt, ErrCorrupt},
 	{wire.ErrCodeTimeout, context.DeadlineExceeded},
 	{wire.ErrCodeNotFound, ErrMemberNotFound},
+	{wire.ErrCodeExists, ErrMemberExists},
 }
 
 func errToWire(err error) *wire.Response {

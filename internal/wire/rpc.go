@@ -27,7 +27,9 @@ import (
 //	            | lease:varint                ; RPCLeaseKeepAlive
 //	            | lease:varint keys:bool      ; RPCLeaseTimeToLive
 //	            | addr:string                 ; RPCMemberLookup
-//	            | member_id:string            ; RPCMemberRemove
+//	            | member_id:string            ; RPCMemberRemove, RPCMemberPromote
+//	            | member_id:string addr:string ; RPCMemberUpdate
+//	            | addr:string learner:bool    ; RPCMemberAdd
 //
 //	response    = version:byte fields:uvarint field*
 //	              ; fields is a bit set: bit i is set iff field i is
@@ -143,8 +145,22 @@ const (
 	// Request.MemberID from the configuration.
 	RPCMemberRemove RPCType = 7
 
+	// RPCMemberUpdate asks the leader to record Request.Addr as the peer
+	// address of member Request.MemberID (a member that restarted on a new
+	// address, or etcd's member update).
+	RPCMemberUpdate RPCType = 8
+
+	// RPCMemberAdd asks the leader to add a member at peer address
+	// Request.Addr, as a learner if Request.Learner; the answer carries the
+	// new member's ID in Response.MemberID.
+	RPCMemberAdd RPCType = 9
+
+	// RPCMemberPromote asks the leader to make learner Request.MemberID a
+	// voter.
+	RPCMemberPromote RPCType = 10
+
 	// rpcMax is one past the last known type.
-	rpcMax RPCType = 8
+	rpcMax RPCType = 11
 )
 
 // Known reports whether t is an RPC type this version understands.
@@ -168,6 +184,12 @@ func (t RPCType) String() string {
 		return "member-lookup"
 	case RPCMemberRemove:
 		return "member-remove"
+	case RPCMemberUpdate:
+		return "member-update"
+	case RPCMemberAdd:
+		return "member-add"
+	case RPCMemberPromote:
+		return "member-promote"
 	}
 	return "unknown"
 }
@@ -188,8 +210,11 @@ type Request struct {
 	Keys bool
 	// Addr is the peer address to look up (RPCMemberLookup).
 	Addr string
-	// MemberID is the raft ID of the member to remove (RPCMemberRemove).
+	// MemberID is the raft ID of the member to remove, update or promote
+	// (RPCMemberRemove, RPCMemberUpdate, RPCMemberPromote).
 	MemberID string
+	// Learner asks for a non-voting member (RPCMemberAdd).
+	Learner bool
 
 	// From is the sender's node ID, for logs.
 	From string
@@ -229,6 +254,7 @@ const (
 	ErrCodeCorrupt
 	ErrCodeTimeout
 	ErrCodeNotFound
+	ErrCodeExists
 
 	// errCodeMax is one past the last known code.
 	errCodeMax
@@ -258,6 +284,7 @@ var errCodeNames = [...]string{
 	ErrCodeCorrupt:          "corrupt",
 	ErrCodeTimeout:          "timeout",
 	ErrCodeNotFound:         "not-found",
+	ErrCodeExists:           "exists",
 }
 
 // Known reports whether c is an error code this version understands
@@ -425,10 +452,12 @@ func encodeRequest(e *Encoder, r *Request) error {
 		return strayRequestField(r.Type, "LeaseID")
 	case r.Keys && r.Type != RPCLeaseTimeToLive:
 		return strayRequestField(r.Type, "Keys")
-	case r.Addr != "" && r.Type != RPCMemberLookup:
+	case r.Addr != "" && r.Type != RPCMemberLookup && r.Type != RPCMemberUpdate && r.Type != RPCMemberAdd:
 		return strayRequestField(r.Type, "Addr")
-	case r.MemberID != "" && r.Type != RPCMemberRemove:
+	case r.MemberID != "" && r.Type != RPCMemberRemove && r.Type != RPCMemberUpdate && r.Type != RPCMemberPromote:
 		return strayRequestField(r.Type, "MemberID")
+	case r.Learner && r.Type != RPCMemberAdd:
+		return strayRequestField(r.Type, "Learner")
 	}
 	e.Byte(RPCVersion)
 	e.Byte(byte(r.Type))
@@ -444,8 +473,14 @@ func encodeRequest(e *Encoder, r *Request) error {
 		e.Bool(r.Keys)
 	case RPCMemberLookup:
 		e.String(r.Addr)
-	case RPCMemberRemove:
+	case RPCMemberRemove, RPCMemberPromote:
 		e.String(r.MemberID)
+	case RPCMemberUpdate:
+		e.String(r.MemberID)
+		e.String(r.Addr)
+	case RPCMemberAdd:
+		e.String(r.Addr)
+		e.Bool(r.Learner)
 	case RPCReadIndex, RPCStatus:
 	}
 	return nil
@@ -496,8 +531,14 @@ func DecodeRequest(b []byte) (*Request, error) {
 		r.Keys = d.Bool()
 	case RPCMemberLookup:
 		r.Addr = d.String()
-	case RPCMemberRemove:
+	case RPCMemberRemove, RPCMemberPromote:
 		r.MemberID = d.String()
+	case RPCMemberUpdate:
+		r.MemberID = d.String()
+		r.Addr = d.String()
+	case RPCMemberAdd:
+		r.Addr = d.String()
+		r.Learner = d.Bool()
 	case RPCReadIndex, RPCStatus:
 	}
 	if err := d.Finish(); err != nil {

@@ -125,6 +125,10 @@ var rpcRequestCases = []struct {
 	{"member-lookup-empty", &Request{Type: RPCMemberLookup}},
 	{"member-remove", &Request{Type: RPCMemberRemove, MemberID: "node-3", From: "node-3", TimeoutMillis: 10_000}},
 	{"member-remove-empty", &Request{Type: RPCMemberRemove}},
+	{"member-update", &Request{Type: RPCMemberUpdate, MemberID: "node-3", Addr: "10.0.0.9:2380", From: "node-3"}},
+	{"member-add", &Request{Type: RPCMemberAdd, Addr: "10.0.0.4:2380", Learner: true, From: "node-1"}},
+	{"member-add-voter", &Request{Type: RPCMemberAdd, Addr: "10.0.0.4:2380"}},
+	{"member-promote", &Request{Type: RPCMemberPromote, MemberID: "node-4"}},
 }
 
 var rpcResponseCases = []struct {
@@ -419,7 +423,7 @@ func TestRPCEveryFieldEncoded(t *testing.T) {
 	// Request payload fields only make sense with the matching type.
 	requestType := map[string]RPCType{
 		"Command": RPCForward, "LeaseID": RPCLeaseKeepAlive, "Keys": RPCLeaseTimeToLive,
-		"Addr": RPCMemberLookup, "MemberID": RPCMemberRemove, "From": RPCStatus, "TimeoutMillis": RPCReadIndex,
+		"Addr": RPCMemberLookup, "MemberID": RPCMemberRemove, "Learner": RPCMemberAdd, "From": RPCStatus, "TimeoutMillis": RPCReadIndex,
 	}
 	for _, tg := range targets {
 		for i := 0; i < tg.typ.NumField(); i++ {
@@ -555,7 +559,7 @@ func TestRPCGolden(t *testing.T) {
 // TestRPCProtocolValues pins the numeric values of RPC types and error
 // codes, which are part of the protocol.
 func TestRPCProtocolValues(t *testing.T) {
-	types := []RPCType{RPCInvalid, RPCForward, RPCReadIndex, RPCLeaseKeepAlive, RPCLeaseTimeToLive, RPCStatus, RPCMemberLookup, RPCMemberRemove}
+	types := []RPCType{RPCInvalid, RPCForward, RPCReadIndex, RPCLeaseKeepAlive, RPCLeaseTimeToLive, RPCStatus, RPCMemberLookup, RPCMemberRemove, RPCMemberUpdate, RPCMemberAdd, RPCMemberPromote}
 	for i, typ := range types {
 		if int(typ) != i {
 			t.Errorf("%s = %d, want %d", typ, typ, i)
@@ -578,7 +582,7 @@ func TestRPCProtocolValues(t *testing.T) {
 		ErrCodeClosed, ErrCodeEmptyKey, ErrCodeKeyNotFound, ErrCodeValueProvided, ErrCodeLeaseProvided,
 		ErrCodeTooManyOps, ErrCodeDuplicateKey, ErrCodeRequestTooLarge, ErrCodeCompacted, ErrCodeFutureRev,
 		ErrCodeLeaseNotFound, ErrCodeLeaseExists, ErrCodeLeaseTTLTooLarge, ErrCodeUnsupported,
-		ErrCodeInvalidArgument, ErrCodeCorrupt, ErrCodeTimeout, ErrCodeNotFound,
+		ErrCodeInvalidArgument, ErrCodeCorrupt, ErrCodeTimeout, ErrCodeNotFound, ErrCodeExists,
 	}
 	if len(codes) != int(errCodeMax) {
 		t.Fatalf("%d codes listed, errCodeMax = %d", len(codes), errCodeMax)
@@ -707,7 +711,7 @@ func TestRPCDecodeErrors(t *testing.T) {
 		{"req-version-2", false, "020200", ErrUnknownVersion},
 		{"req-version-2-alone", false, "02", ErrUnknownVersion},
 		{"req-type-0", false, "0100", ErrCorrupt},
-		{"req-type-8", false, "0108", ErrUnknownRPC},
+		{"req-type-11", false, "010b", ErrUnknownRPC},
 		{"req-type-255", false, "01ff0000", ErrUnknownRPC},
 		{"req-no-from", false, "0102", ErrTruncated},
 		{"req-no-timeout", false, "010200", ErrTruncated},
