@@ -3,9 +3,10 @@
 // it in-process, with etcd's revisions, watches, transactions and leases,
 // on top of hashicorp/raft.
 //
-// This version runs a single node: Open starts a one-voter raft cluster
-// that elects itself. The data model and its guarantees are the ones the
-// multi-node version keeps.
+// With zero Options, Open starts a single node: a one-voter raft cluster
+// that elects itself. With Options.PeerAddr it listens for other members
+// and can grow into a cluster (see Cluster below); the data model and its
+// guarantees are the same either way.
 //
 //	s, err := accord.Open("/var/lib/myservice/accord", nil) // nil Options: defaults
 //	if err != nil {
@@ -144,6 +145,28 @@
 // much time a lease had left and gives every lease its full TTL again from
 // the moment it takes over: a lease may outlive its TTL across a
 // leadership change or restart, but never expires early.
+//
+// # Cluster
+//
+// Each member has a peer listener (Options.PeerAddr; optionally mutual TLS
+// with Options.PeerTLS) that carries both the raft stream and accord's own
+// requests between members. A follower forwards writes, linearizable reads
+// (it asks the leader for a read index, then reads locally once it has
+// applied that far), lease renewals and membership changes to the leader,
+// and retries with jittered backoff within ctx while there is no leader.
+// WithSerializable reads are answered locally on any member. A write whose
+// connection to the leader broke after it was sent reports
+// ErrUnknownOutcome.
+//
+// Membership works as in etcd: AddMember(ctx, peerAddr, asLearner) on a
+// running member registers the new node before it starts; the node then
+// starts with Options.JoinExisting and Options.Peers, asks the members
+// which ID it was added under, and catches up from the leader (by log or
+// snapshot). RemoveMember, PromoteMember (learner to voter), UpdateMember
+// (new peer address), TransferLeadership, Members and Status complete the
+// set. Leave(ctx) decommissions a member; Close only stops it, and it
+// rejoins on the next Open. A member that restarts on a new peer address
+// tells the leader by itself.
 //
 // # Durability and data directory
 //
