@@ -1,14 +1,32 @@
 package accord
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	stdlog "log"
+	"log/slog"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"net"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
+	"github.com/hashicorp/serf/serf"
 
+	"github.com/accordkv/accord/internal/logbridge"
 	"github.com/accordkv/accord/internal/wire"
 )
 
@@ -25,6 +43,7 @@ const ReleaseVersion = "0.1.0"
 // Member is one member of the cluster.
 type Member struct {
 	ID        string // permanent node ID (the raft server ID)
+	Name      string // human name (Options.NodeName) as gossip reports it; "" when unknown
 	PeerAddr  string // where members reach it
 	IsLearner bool   // a non-voting member that receives the log
 	IsLeader  bool
@@ -33,6 +52,7 @@ type Member struct {
 // Status describes this member and what it knows of the cluster.
 type Status struct {
 	ID              string // this member's ID
+	Name            string // this member's human name (Options.NodeName)
 	Leader          string // the leader's ID, "" when unknown
 	LeaderAddr      string
 	IsLearner       bool
@@ -43,7 +63,9 @@ type Status struct {
 	CompactRevision int64
 	DBSize          int64  // approximate bytes held by the keyspace
 	Version         string // this member's version
-	ClusterVersion  string // the lowest version among the members that answered
+	// ClusterVersion is the lowest version among the members: with gossip,
+	// those gossip shows alive; without, those that answered.
+	ClusterVersion string
 }
 
 // Members lists the members of the cluster, as of a linearizable point.
@@ -58,8 +80,15 @@ func (s *Store) Members(ctx context.Context) ([]Member, error) {
 	_, leader := s.leader()
 	out := make([]Member, 0, len(conf.Servers))
 	for _, srv := range conf.Servers {
+		name := ""
+		if string(srv.ID) == s.id {
+			name = s.opts.NodeName
+		} else if s.gossip != nil {
+			name = s.gossip.name(string(srv.ID))
+		}
 		out = append(out, Member{
 			ID:        string(srv.ID),
+			Name:      name,
 			PeerAddr:  string(srv.Address),
 			IsLearner: srv.Suffrage != raft.Voter,
 			IsLeader:  string(srv.ID) == leader,
@@ -286,6 +315,12 @@ func (s *Store) waitConfChange(ctx context.Context, f raft.Future) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (%w)", ErrUnknownOutcome, ctx.Err())
 		}
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			// The change may still commit. Not ErrNotLeader: the caller
+			// would retry it, and a retried AddMember failed with
+			// ErrMemberExists for the member it had just added.
+			return ErrUnknownOutcome
+		}
 		return s.raftError(err)
 	}
 	return nil
@@ -301,14 +336,22 @@ func timeoutOf(ctx context.Context) time.Duration {
 }
 
 // Status reports this member's view. ClusterVersion is the lowest version
-// among the members that answered a status request within ctx.
+// among the members: with gossip, the alive ones in gossip (no waiting);
+// without, those that answered a status request within ctx.
 func (s *Store) Status(ctx context.Context) (*Status, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("accord: status: %w", ErrClosed)
 	}
 	ws := s.localStatus()
 	st := statusFromWire(&ws)
+	if addr, id := s.leader(); id == st.Leader {
+		st.LeaderAddr = addr // not on the wire: only this member's view has it
+	}
 	st.ClusterVersion = st.Version
+	if s.gossip != nil {
+		st.ClusterVersion = s.gossip.clusterVersion(st.Version)
+		return st, nil
+	}
 	if s.peer == nil {
 		return st, nil
 	}
@@ -345,6 +388,7 @@ func (s *Store) localStatus() wire.Status {
 	_ = addr
 	return wire.Status{
 		NodeID:          s.id,
+		Name:            s.opts.NodeName,
 		Leader:          leader,
 		Term:            s.raft.CurrentTerm(),
 		CommitIndex:     s.raft.CommitIndex(),
@@ -359,7 +403,7 @@ func (s *Store) localStatus() wire.Status {
 
 func statusFromWire(w *wire.Status) *Status {
 	return &Status{
-		ID: w.NodeID, Leader: w.Leader, IsLearner: w.IsLearner, Term: w.Term,
+		ID: w.NodeID, Name: w.Name, Leader: w.Leader, IsLearner: w.IsLearner, Term: w.Term,
 		CommitIndex: w.CommitIndex, AppliedIndex: w.AppliedIndex, Revision: w.Revision,
 		CompactRevision: w.CompactRevision, DBSize: w.DBSize, Version: w.Version,
 	}
@@ -407,9 +451,11 @@ func versionParts(v string) []int {
 
 // Leave decommissions this member: if it is the leader it hands leadership
 // to another voter, then has itself removed from the configuration, waits
-// until it is, and closes the store. Unlike Close, the node is no longer a
-// member afterwards; its data directory cannot rejoin without AddMember.
-func (s *Store) Leave(ctx context.Context) error {
+// until it is, leaves gossip gracefully (with gossip on), and closes the
+// store. Unlike Close, the node is no longer a member afterwards; without
+// gossip its data directory cannot rejoin without AddMember, with gossip
+// it is added back (as a new non-voter) if it is opened again.
+func (s *Store) Leave(ctx context.Context) (err error) {
 	if s.isClosed() {
 		return ErrClosed
 	}
@@ -421,22 +467,1039 @@ func (s *Store) Leave(ctx context.Context) error {
 	if !others {
 		return fmt.Errorf("accord: leave: %w: the only member cannot leave its cluster; Close it instead", ErrInvalidArgument)
 	}
+	if s.gossip != nil {
+		// From here on this node refuses status checks, so that the leader's
+		// gossip reconciliation does not add it back once it is removed.
+		s.gossip.leaving.Store(true)
+		defer func() {
+			if err != nil {
+				s.gossip.leaving.Store(false)
+			}
+		}()
+	}
 	if s.isReady() {
+		// Hand leadership over first so the cluster does not wait out an
+		// election. If the transfer fails (no follower caught up in time),
+		// removing itself still works: raft's leader commits its own
+		// removal and then steps down.
 		if err := s.TransferLeadership(ctx, ""); err != nil && !errors.Is(err, ErrNotLeader) {
-			return fmt.Errorf("accord: leave: %w", err)
+			s.log.Warn("leave: leadership transfer failed; removing self as leader", "err", err)
 		}
 	}
 	if err := s.RemoveMember(ctx, s.id); err != nil && !errors.Is(err, ErrMemberNotFound) {
 		return fmt.Errorf("accord: leave: %w", err)
 	}
-	// Wait until this node has seen its own removal (or ctx ends).
-	for attempt := 0; ; attempt++ {
-		if _, err := s.findMember(s.id); errors.Is(err, ErrMemberNotFound) {
-			break
-		}
-		if err := s.backoff(ctx, attempt); err != nil {
-			return fmt.Errorf("accord: leave: %w", err)
-		}
+	// RemoveMember returned once the leader committed the removal. Do not
+	// wait to see it here: raft sends a removed server the entry that
+	// removes it once, best effort, so it may never arrive (Leave then hung
+	// until ctx ended).
+	if s.gossip != nil {
+		s.leaveGossip(ctx)
 	}
 	return s.Close()
+}
+
+// ---- gossip ----
+//
+// With Options.GossipAddr set, every node runs a serf agent (over
+// memberlist) named by its node ID and tagged with what the others need:
+// its raft address, role, version and cluster. Gossip only ever informs;
+// the raft configuration stays the membership, and only the leader changes
+// it:
+//
+//   - On becoming a ready leader (its no-op committed, which is the
+//     barrier), then on every gossip event, then every reconcileInterval,
+//     the leader reconciles gossip against the configuration: an alive
+//     member that is not in it is checked (an RPCStatus over the peer
+//     transport, which with PeerTLS needs a certificate from the cluster
+//     CA) and added as a non-voter; a member whose raft tag moved gets its
+//     new address; a member that left gracefully is removed at once; a
+//     failed member is left alone until serf reaps it after ReapTimeout,
+//     and is then removed only if the live voters (alive in gossip and
+//     answering a status request) still form a quorum of the configuration
+//     without it. The leader never removes itself, and
+//     servers gossip has never shown this node (explicit AddMember) are
+//     left alone.
+//   - Promotion is our own, not raft-autopilot: a non-voter whose role tag
+//     is voter becomes a voter once it has been alive for
+//     serverStabilization, its applied index is within promoteMaxLag of
+//     the leader's commit index, and there are fewer than MaxVoters voters.
+//     That rule is a few dozen lines on state we hold anyway; autopilot
+//     would bring its own goroutines and lifecycle, a delegate interface
+//     and a dead-server cleanup that would have to be switched off in
+//     favor of the reap and quorum rule above.
+//   - BootstrapExpect > 1: see bootstrapLoop.
+//   - raft dials servers by ID through gossip (ServerAddr), so a member
+//     that restarted on a new peer address is reached before the
+//     configuration catches up.
+//
+// serf delivers events on a channel that must be drained; eventLoop does
+// only bookkeeping and non-blocking kicks of coalescing channels (cap 1)
+// that reconcileLoop and bootstrapLoop wait on, so serf never blocks on us.
+
+// Serf tag keys and role values. Tags travel in every alive message;
+// together they must encode to at most memberlist.MetaMaxSize bytes.
+const (
+	tagID      = "id"
+	tagName    = "name"
+	tagRaft    = "raft"
+	tagRole    = "role"
+	tagVersion = "ver"
+	tagCluster = "cluster"
+
+	roleVoter    = "voter"
+	roleNonvoter = "nonvoter"
+
+	// gossipLabelPrefix + ClusterName is memberlist's label: nodes of other
+	// clusters cannot even exchange packets with this one.
+	gossipLabelPrefix = "accord/"
+
+	// promoteMaxLag is how far (in log entries) a non-voter's applied
+	// index may trail the leader's commit index to be promoted (Consul's
+	// autopilot MaxTrailingLogs is 250).
+	promoteMaxLag = 250
+)
+
+// errLeaving answers RPCStatus while this node leaves its cluster, so that
+// the leader does not add it back between its removal and its gossip leave.
+var errLeaving = fmt.Errorf("%w: node is leaving its cluster", ErrClosed)
+
+// serverStabilization is how long a non-voter must have been alive in
+// gossip, without failing, before it is promoted.
+func serverStabilization(electionTimeout time.Duration) time.Duration {
+	return max(3*electionTimeout, 500*time.Millisecond)
+}
+
+// reconcileInterval is how often the leader reconciles without an event.
+func reconcileInterval(electionTimeout time.Duration) time.Duration {
+	return min(30*time.Second, 60*electionTimeout)
+}
+
+// gossipRPCTimeout bounds one RPCStatus to a member during reconciliation
+// or bootstrap.
+func gossipRPCTimeout(electionTimeout time.Duration) time.Duration {
+	return max(2*electionTimeout, time.Second)
+}
+
+// gossip is this node's serf agent and what its events taught it.
+//
+// Lock order: gossip.mu is a leaf; nothing is called while holding it.
+type gossip struct {
+	s       *Store // set by startGossip, before any of the loops run
+	serf    *serf.Serf
+	log     *slog.Logger
+	cluster string
+	addr    string // advertised gossip address (the port resolved)
+
+	events        chan serf.Event
+	reconcileKick chan struct{} // cap 1: the leader should reconcile
+	bootstrapKick chan struct{} // cap 1: membership changed; retry bootstrap
+
+	leaving    atomic.Bool               // Leave is removing this node
+	bootstraps atomic.Int32              // how often this node bootstrapped raft (tests)
+	raft       atomic.Pointer[raft.Raft] // for ServerAddr's fallback; nil during Open
+
+	mu    sync.RWMutex         // guards the maps below
+	addrs map[string]string    // alive member ID -> its raft tag
+	since map[string]time.Time // alive member ID -> when it last became alive here
+	names map[string]string    // member ID -> its name tag, while gossip knows it
+	seen  map[string]bool      // IDs gossip has ever shown this node; kept after reap
+
+	// Owned by the reconcile goroutine.
+	joinRetry map[string]retryState // member ID -> failed checks (join, address move)
+	quorumLog map[string]bool       // reaped members already logged as kept for quorum
+}
+
+type retryState struct {
+	failures int
+	next     time.Time
+}
+
+// gossipProblems checks the gossip options of a filled Options.
+func (c *Options) gossipProblems() []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("accord: options: "+format, args...))
+	}
+	if len(c.NodeName) > 128 || !utf8.ValidString(c.NodeName) || strings.ContainsFunc(c.NodeName, unicode.IsControl) {
+		bad("NodeName %q: use at most 128 bytes of printable UTF-8", c.NodeName)
+	}
+	if c.GossipAddr != "" {
+		if c.PeerAddr == "" {
+			bad("GossipAddr is set but PeerAddr is not: gossip only finds members, raft needs the peer listener")
+		}
+		if host, port, err := net.SplitHostPort(c.GossipAddr); err != nil {
+			bad("GossipAddr %q: %v", c.GossipAddr, err)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			bad("GossipAddr %q: bad port", c.GossipAddr)
+		} else if host != "" && net.ParseIP(host) == nil {
+			bad("GossipAddr %q: the host must be an IP address", c.GossipAddr)
+		}
+	}
+	if c.AdvertiseGossipAddr != "" {
+		if c.GossipAddr == "" {
+			bad("AdvertiseGossipAddr is set but GossipAddr is not")
+		}
+		if host, port, err := net.SplitHostPort(c.AdvertiseGossipAddr); err != nil {
+			bad("AdvertiseGossipAddr %q: %v", c.AdvertiseGossipAddr, err)
+		} else if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+			bad("AdvertiseGossipAddr %q: bad port", c.AdvertiseGossipAddr)
+		} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			bad("AdvertiseGossipAddr %q: the host must be a specific IP address", c.AdvertiseGossipAddr)
+		}
+	}
+	if len(c.Join) > 0 && c.GossipAddr == "" {
+		bad("Join is set but GossipAddr is not")
+	}
+	for _, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("Join address %q: %v", a, err)
+		}
+	}
+	switch {
+	case c.BootstrapExpect < 0:
+		bad("BootstrapExpect %d is negative", c.BootstrapExpect)
+	case c.BootstrapExpect > 1 && c.GossipAddr == "":
+		bad("BootstrapExpect %d needs GossipAddr to find the other nodes", c.BootstrapExpect)
+	case c.BootstrapExpect > 1 && c.JoinExisting:
+		bad("BootstrapExpect %d and JoinExisting exclude each other", c.BootstrapExpect)
+	case c.BootstrapExpect > 0 && c.NonVoter:
+		bad("NonVoter with BootstrapExpect %d: a non-voter never bootstraps a cluster", c.BootstrapExpect)
+	case c.MaxVoters > 0 && c.BootstrapExpect > c.MaxVoters:
+		bad("BootstrapExpect %d exceeds MaxVoters %d", c.BootstrapExpect, c.MaxVoters)
+	}
+	if c.NonVoter && c.GossipAddr == "" {
+		bad("NonVoter needs GossipAddr (explicit members choose with AddMember's asLearner)")
+	}
+	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		bad("GossipKey has %d bytes; use 16, 24 or 32 (AES-128, -192 or -256)", n)
+	}
+	if c.MaxVoters < 0 {
+		bad("MaxVoters %d is negative", c.MaxVoters)
+	}
+	if c.ReapTimeout < 0 {
+		bad("ReapTimeout %v is negative", c.ReapTimeout)
+	}
+	return errs
+}
+
+// gossipTags are the tags this node advertises.
+func gossipTags(o *Options, id, raftAddr string) map[string]string {
+	role := roleVoter
+	if o.NonVoter {
+		role = roleNonvoter
+	}
+	return map[string]string{
+		tagID:      id,
+		tagName:    o.NodeName,
+		tagRaft:    raftAddr,
+		tagRole:    role,
+		tagVersion: o.Version,
+		tagCluster: o.ClusterName,
+	}
+}
+
+// encodedTagsLen is the size serf gives tags on the wire (a magic byte and
+// msgpack, as serf's encodeTags does), checked against its limit.
+func encodedTagsLen(tags map[string]string) int {
+	var b []byte
+	if err := codec.NewEncoderBytes(&b, &codec.MsgpackHandle{}).Encode(tags); err != nil {
+		return math.MaxInt
+	}
+	return 1 + len(b)
+}
+
+// newGossip starts this node's serf agent (binding the gossip port) for
+// node id whose raft address is raftAddr. o is the filled Options; Open
+// calls it before the Store exists, and startGossip starts the loops.
+func newGossip(o *Options, id, raftAddr string) (*gossip, error) {
+	tags := gossipTags(o, id, raftAddr)
+	if n := encodedTagsLen(tags); n > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("accord: open: gossip tags take %d bytes, more than serf's limit of %d: shorten NodeName (%d bytes), Version, ClusterName or the advertised peer address", n, memberlist.MetaMaxSize, len(o.NodeName))
+	}
+	log := o.Logger.With("node", id)
+	g := &gossip{
+		log:           log,
+		cluster:       o.ClusterName,
+		events:        make(chan serf.Event, 256),
+		reconcileKick: make(chan struct{}, 1),
+		bootstrapKick: make(chan struct{}, 1),
+		addrs:         make(map[string]string),
+		since:         make(map[string]time.Time),
+		names:         make(map[string]string),
+		seen:          make(map[string]bool),
+		joinRetry:     make(map[string]retryState),
+		quorumLog:     make(map[string]bool),
+	}
+
+	et := o.ElectionTimeout
+	probe := min(max(2*et, 200*time.Millisecond), time.Second)
+	ml := memberlist.DefaultLANConfig()
+	ml.Name = id
+	host, port, _ := net.SplitHostPort(o.GossipAddr) // validated
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	ml.BindAddr = host
+	ml.BindPort, _ = strconv.Atoi(port)
+	ml.AdvertiseAddr, ml.AdvertisePort = "", ml.BindPort
+	if o.AdvertiseGossipAddr != "" {
+		h, p, _ := net.SplitHostPort(o.AdvertiseGossipAddr) // validated
+		ml.AdvertiseAddr = h
+		ml.AdvertisePort, _ = strconv.Atoi(p)
+	}
+	ml.Label = gossipLabelPrefix + o.ClusterName
+	if o.GossipKey != nil {
+		ml.SecretKey = o.GossipKey
+	}
+	// Failure detection scales with ElectionTimeout up to memberlist's LAN
+	// defaults (reached at the default 1s).
+	ml.ProbeInterval = probe
+	ml.ProbeTimeout = probe / 2
+	ml.GossipInterval = min(200*time.Millisecond, probe/4)
+	ml.PushPullInterval = min(30*probe, 30*time.Second)
+	ml.GossipToTheDeadTime = ml.PushPullInterval
+	// Bounds a join attempt to an unreachable address, and so how long
+	// Close may wait for one.
+	ml.TCPTimeout = min(max(5*et, time.Second), 10*time.Second)
+	// A node that restarts on another gossip address reclaims its name
+	// once its old address is declared dead.
+	ml.DeadNodeReclaimTime = probe
+	ml.Logger = gossipLogger(log, "memberlist")
+
+	sc := &serf.Config{
+		NodeName:            id,
+		Tags:                tags,
+		EventCh:             g.events,
+		ProtocolVersion:     4,
+		BroadcastTimeout:    min(max(10*probe, time.Second), 5*time.Second),
+		LeavePropagateDelay: min(5*ml.GossipInterval, time.Second),
+		EventBuffer:         512,
+		QueryBuffer:         512,
+		// Failed members are reaped (EventMemberReap) after ReapTimeout;
+		// left ones are forgotten after as long.
+		ReapInterval:           min(max(o.ReapTimeout/8, 100*time.Millisecond), 15*time.Second),
+		ReconnectInterval:      min(max(30*et, time.Second), 30*time.Second),
+		ReconnectTimeout:       o.ReapTimeout,
+		TombstoneTimeout:       o.ReapTimeout,
+		RecentIntentTimeout:    5 * time.Minute,
+		FlapTimeout:            60 * time.Second,
+		QueueCheckInterval:     30 * time.Second,
+		QueueDepthWarning:      128,
+		MaxQueueDepth:          4096,
+		QueryTimeoutMult:       16,
+		QueryResponseSizeLimit: 1024,
+		QuerySizeLimit:         1024,
+		UserEventSizeLimit:     512,
+		MemberlistConfig:       ml,
+		Logger:                 gossipLogger(log, "serf"),
+		// Node names are permanent node IDs: a "conflict" is a node that
+		// restarted on another address, settled by DeadNodeReclaimTime.
+		// Serf's resolution would instead shut the newcomer's agent down.
+		EnableNameConflictResolution: false,
+		DisableCoordinates:           true,
+	}
+	sf, err := serf.Create(sc)
+	if err != nil {
+		return nil, fmt.Errorf("accord: open: gossip on %s: %w", o.GossipAddr, err)
+	}
+	g.serf = sf
+	local := sf.Memberlist().LocalNode()
+	g.addr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
+	return g, nil
+}
+
+// gossipLogger is a *log.Logger for serf or memberlist that writes to log.
+// It drops serf's warning about a shutdown without a leave: Close is a
+// restart, and the others are meant to see a failure.
+func gossipLogger(log *slog.Logger, component string) *stdlog.Logger {
+	w := logbridge.HCLog(log, component).StandardWriter(nil)
+	return stdlog.New(dropLines{w: w, drop: "Shutdown without a Leave"}, "", 0)
+}
+
+type dropLines struct {
+	w    io.Writer
+	drop string
+}
+
+func (d dropLines) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(d.drop)) {
+		return len(p), nil
+	}
+	return d.w.Write(p)
+}
+
+// addrProvider is what raft's transport dials servers through: nil (no
+// provider) without gossip.
+func (g *gossip) addrProvider() raft.ServerAddressProvider {
+	if g == nil {
+		return nil
+	}
+	return g
+}
+
+// ServerAddr implements raft.ServerAddressProvider: the raft tag of the
+// live member id, else its address in the latest configuration. Called by
+// raft's transport for every connection and concurrently with everything.
+func (g *gossip) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	g.mu.RLock()
+	a := g.addrs[string(id)]
+	g.mu.RUnlock()
+	if a != "" {
+		return raft.ServerAddress(a), nil
+	}
+	if r := g.raft.Load(); r != nil {
+		for _, srv := range r.GetConfiguration().Configuration().Servers {
+			if srv.ID == id {
+				return srv.Address, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("accord: no address known for server %s", id)
+}
+
+// shutdown stops the agent without leaving (Open's error path).
+func (g *gossip) shutdown() {
+	if err := g.serf.Shutdown(); err != nil {
+		g.log.Warn("gossip shutdown failed", "err", err)
+	}
+}
+
+// startGossip starts the gossip loops of a store that Open has set up.
+func (s *Store) startGossip() {
+	g := s.gossip
+	g.s = s
+	g.raft.Store(s.raft)
+	s.wg.Go(g.eventLoop)
+	s.wg.Go(g.reconcileLoop)
+	if len(s.opts.Join) > 0 {
+		s.wg.Go(g.joinLoop)
+	}
+	if s.opts.BootstrapExpect > 1 && !s.hasRaftState() {
+		s.wg.Go(g.bootstrapLoop)
+	}
+}
+
+// GossipAddr returns the address other nodes gossip with this node at
+// (with the port resolved when Options.GossipAddr asked for port 0), or ""
+// with gossip off. Safe for concurrent use.
+func (s *Store) GossipAddr() string {
+	if s.gossip == nil {
+		return ""
+	}
+	return s.gossip.addr
+}
+
+// stopContext returns a context that ends when the store stops (or
+// cancel is called).
+func (s *Store) stopContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	if !s.goTracked(func() {
+		select {
+		case <-s.stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}) {
+		cancel()
+	}
+	return ctx, cancel
+}
+
+func (s *Store) hasRaftState() bool {
+	return s.raft.LastIndex() > 0 || s.raft.CurrentTerm() > 0
+}
+
+// isLeaving reports whether Leave is taking this node out of its cluster.
+func (s *Store) isLeaving() bool { return s.gossip != nil && s.gossip.leaving.Load() }
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// eventLoop drains serf's events until the store stops, then shuts serf
+// down (without a leave: Close is a restart; Leave has left already) and
+// drains what serf still had queued, so that none of serf's goroutines
+// stays blocked on the channel.
+func (g *gossip) eventLoop() {
+	for {
+		select {
+		case e := <-g.events:
+			g.handleEvent(e)
+		case <-g.s.stop:
+			g.shutdown()
+			for {
+				select {
+				case <-g.events:
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// handleEvent records a member event; it never blocks.
+func (g *gossip) handleEvent(e serf.Event) {
+	me, ok := e.(serf.MemberEvent)
+	if !ok {
+		return // user events and queries: not used
+	}
+	now := time.Now()
+	g.mu.Lock()
+	for _, m := range me.Members {
+		if !g.ours(m) {
+			continue
+		}
+		id := m.Name
+		switch me.Type {
+		case serf.EventMemberJoin, serf.EventMemberUpdate:
+			if m.Status != serf.StatusAlive {
+				continue
+			}
+			if _, alive := g.since[id]; !alive || me.Type == serf.EventMemberJoin {
+				g.since[id] = now
+			}
+			g.addrs[id] = m.Tags[tagRaft]
+			g.names[id] = m.Tags[tagName]
+			g.seen[id] = true
+		case serf.EventMemberFailed, serf.EventMemberLeave:
+			delete(g.addrs, id)
+			delete(g.since, id)
+		case serf.EventMemberReap:
+			delete(g.addrs, id)
+			delete(g.since, id)
+			delete(g.names, id)
+		}
+	}
+	g.mu.Unlock()
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		for _, m := range me.Members {
+			g.log.Debug("gossip event", "event", me.Type.String(), "peer", m.Name, "status", m.Status.String())
+		}
+	}
+	kick(g.reconcileKick)
+	kick(g.bootstrapKick)
+}
+
+// ours reports whether a serf member belongs to this cluster and names
+// itself consistently. memberlist's label keeps other clusters out
+// already; this also covers a misconfigured label.
+func (g *gossip) ours(m serf.Member) bool {
+	return m.Tags[tagCluster] == g.cluster && m.Tags[tagID] == m.Name && m.Tags[tagRaft] != ""
+}
+
+// members returns the serf members of this cluster by ID (alive, failed
+// and left; reaped ones are gone).
+func (g *gossip) members() map[string]serf.Member {
+	out := make(map[string]serf.Member)
+	for _, m := range g.serf.Members() {
+		if g.ours(m) {
+			out[m.Name] = m
+		}
+	}
+	return out
+}
+
+func (g *gossip) aliveSince(id string) (time.Time, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	t, ok := g.since[id]
+	return t, ok
+}
+
+func (g *gossip) wasSeen(id string) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.seen[id]
+}
+
+func (g *gossip) name(id string) string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.names[id]
+}
+
+// clusterVersion is the lowest version among the alive members.
+func (g *gossip) clusterVersion(own string) string {
+	v := own
+	for _, m := range g.members() {
+		if m.Status == serf.StatusAlive && compareVersions(m.Tags[tagVersion], v) < 0 {
+			v = m.Tags[tagVersion]
+		}
+	}
+	return v
+}
+
+// joinLoop joins the gossip of Options.Join, retrying with backoff until
+// one address answers or the store stops.
+func (g *gossip) joinLoop() {
+	s := g.s
+	for attempt := 0; ; attempt++ {
+		n, err := g.serf.Join(s.opts.Join, true)
+		if n > 0 {
+			g.log.Info("joined gossip", "contacted", n, "of", len(s.opts.Join))
+			return
+		}
+		d := min(50*time.Millisecond<<min(attempt, 10), 30*time.Second)
+		g.log.Warn("gossip join failed; retrying", "addrs", strings.Join(s.opts.Join, ","), "retry_in", d, "err", err)
+		d = d/2 + rand.N(d/2+1)
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+// status asks the member at raftAddr for its status over the peer
+// transport, and checks that it is the node id.
+func (g *gossip) status(ctx context.Context, id, raftAddr string) (*wire.Status, error) {
+	s := g.s
+	ctx, cancel := context.WithTimeout(ctx, gossipRPCTimeout(s.opts.ElectionTimeout))
+	defer cancel()
+	resp, err := s.peer.call(ctx, raftAddr, &wire.Request{Type: wire.RPCStatus, From: s.id})
+	if err != nil {
+		return nil, err
+	}
+	if err := errFromWire(resp); err != nil {
+		return nil, err
+	}
+	if resp.Status == nil {
+		return nil, errors.New("empty status")
+	}
+	if resp.Status.NodeID != id {
+		return nil, fmt.Errorf("%s answers as node %q, not %q", raftAddr, resp.Status.NodeID, id)
+	}
+	return resp.Status, nil
+}
+
+// bootstrapLoop runs on a node that started with BootstrapExpect N > 1 and
+// no raft state. It waits until gossip shows N alive voter candidates of
+// this cluster, asks every alive member whether it has raft state (if one
+// does, a cluster exists and this node waits to be added), and otherwise
+// bootstraps raft with the N smallest candidate IDs, which every candidate
+// computes alike. A node outside those N waits to be added. It ends once
+// this node has raft state or has decided, or when the store stops.
+func (g *gossip) bootstrapLoop() {
+	s := g.s
+	expect := s.opts.BootstrapExpect
+	retry := max(s.opts.ElectionTimeout, 100*time.Millisecond)
+	t := time.NewTicker(retry)
+	defer t.Stop()
+	ctx, cancel := s.stopContext()
+	defer cancel()
+	for {
+		if s.hasRaftState() || g.tryBootstrap(ctx, expect) {
+			return
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-g.bootstrapKick:
+		case <-t.C:
+		}
+	}
+}
+
+// tryBootstrap makes one bootstrap attempt and reports whether this node
+// is done with bootstrapping (bootstrapped, or decided not to).
+func (g *gossip) tryBootstrap(ctx context.Context, expect int) bool {
+	s := g.s
+	var voters []serf.Member
+	var alive []serf.Member
+	for _, m := range g.members() {
+		if m.Status != serf.StatusAlive {
+			continue
+		}
+		alive = append(alive, m)
+		if m.Tags[tagRole] == roleVoter {
+			voters = append(voters, m)
+		}
+	}
+	if len(voters) < expect {
+		return false
+	}
+	for _, m := range alive {
+		if m.Name == s.id {
+			continue
+		}
+		st, err := g.status(ctx, m.Name, m.Tags[tagRaft])
+		if err != nil {
+			g.log.Debug("bootstrap: cannot ask a candidate for its state yet", "peer", m.Name, "err", err)
+			return false
+		}
+		if st.Term > 0 || st.CommitIndex > 0 {
+			g.log.Info("bootstrap: found a node with raft state; waiting to be added to its cluster", "peer", m.Name, "term", st.Term)
+			return true
+		}
+	}
+	slices.SortFunc(voters, func(a, b serf.Member) int { return strings.Compare(a.Name, b.Name) })
+	voters = voters[:expect]
+	conf := raft.Configuration{}
+	self := false
+	for _, m := range voters {
+		self = self || m.Name == s.id
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Tags[tagRaft])})
+	}
+	if !self {
+		g.log.Info("bootstrap: not among the first candidates; waiting to be added", "expect", expect)
+		return true
+	}
+	if s.hasRaftState() {
+		return true
+	}
+	if err := s.raft.BootstrapCluster(conf).Error(); err != nil {
+		if errors.Is(err, raft.ErrCantBootstrap) {
+			return true
+		}
+		g.log.Warn("bootstrap failed; retrying", "err", err)
+		return false
+	}
+	g.bootstraps.Add(1)
+	ids := make([]string, len(conf.Servers))
+	for i, srv := range conf.Servers {
+		ids[i] = string(srv.ID)
+	}
+	g.log.Info("bootstrapped the cluster", "voters", strings.Join(ids, ","))
+	return true
+}
+
+// reconcileLoop reconciles gossip against the raft configuration while
+// this node is the ready leader.
+func (g *gossip) reconcileLoop() {
+	s := g.s
+	for {
+		s.readyMu.Lock()
+		ch := s.readyCh
+		s.readyMu.Unlock()
+		if s.isReady() {
+			g.lead(ch)
+		} else {
+			select {
+			case <-s.stop:
+				return
+			case <-ch:
+			}
+		}
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+	}
+}
+
+// lead reconciles on every event, periodically and when a promotion may be
+// due, until readiness changes (ch closes) or the store stops.
+func (g *gossip) lead(ch <-chan struct{}) {
+	s := g.s
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	if !s.goTracked(func() {
+		select {
+		case <-ch:
+		case <-s.stop:
+		case <-done:
+		}
+		cancel()
+	}) {
+		return
+	}
+	tick := time.NewTicker(reconcileInterval(s.opts.ElectionTimeout))
+	defer tick.Stop()
+	clear(g.quorumLog)
+	recheck := time.NewTimer(time.Hour)
+	defer recheck.Stop()
+	for {
+		recheck.Stop()
+		if next := g.reconcile(ctx); next > 0 {
+			recheck.Reset(next)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.reconcileKick:
+		case <-tick.C:
+		case <-recheck.C:
+		}
+	}
+}
+
+// reconcile brings the raft configuration in line with gossip once, and
+// returns when it wants to run again (0: on the next event or tick).
+func (g *gossip) reconcile(ctx context.Context) time.Duration {
+	s := g.s
+	if g.serf.State() != serf.SerfAlive {
+		return 0 // leaving or shut down: the member list is frozen, not news
+	}
+	conf, err := s.configuration()
+	if err != nil || !s.isReady() {
+		return 0
+	}
+	members := g.members()
+	inConf := make(map[string]raft.Server, len(conf.Servers))
+	for _, srv := range conf.Servers {
+		inConf[string(srv.ID)] = srv
+	}
+	var next time.Duration
+	soonest := func(d time.Duration) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	for id := range g.joinRetry {
+		if m, ok := members[id]; !ok || m.Status != serf.StatusAlive {
+			delete(g.joinRetry, id)
+		}
+	}
+	ids := slices.Sorted(maps.Keys(members))
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return 0
+		}
+		m := members[id]
+		if id == s.id {
+			continue
+		}
+		srv, ok := inConf[id]
+		raftAddr := m.Tags[tagRaft]
+		switch {
+		case m.Status == serf.StatusAlive && !ok:
+			soonest(g.addFromGossip(ctx, conf, m, members))
+		case m.Status == serf.StatusAlive && string(srv.Address) != raftAddr:
+			if wait, ok := g.retryWait(id); !ok {
+				soonest(wait)
+			} else if _, err := g.status(ctx, id, raftAddr); err != nil {
+				soonest(g.retryLater(id, "gossip: member moved, but its new peer address does not answer as it", raftAddr, err))
+			} else {
+				delete(g.joinRetry, id)
+				g.result(s.updateMemberLocal(ctx, id, raftAddr), "gossip: member moved; updated its peer address", id, "from", string(srv.Address), "to", raftAddr)
+			}
+		case m.Status == serf.StatusLeft && ok:
+			g.result(s.removeMemberLocal(ctx, id), "gossip: member left; removed it", id)
+		}
+	}
+	// Servers that gossip knew and has reaped (failed for ReapTimeout).
+	for _, srv := range conf.Servers {
+		id := string(srv.ID)
+		if _, known := members[id]; known || id == s.id || !g.wasSeen(id) || ctx.Err() != nil {
+			continue
+		}
+		if conf, err = s.configuration(); err != nil {
+			return 0
+		}
+		if !g.quorumWithout(ctx, conf, id, members) {
+			if !g.quorumLog[id] {
+				g.quorumLog[id] = true
+				g.log.Warn("gossip: reaped member kept: without it the live voters would not form a quorum", "peer", id)
+			}
+			continue
+		}
+		g.result(s.removeMemberLocal(ctx, id), "gossip: failed member reaped; removed it", id)
+	}
+	soonest(g.promote(ctx, members))
+	return next
+}
+
+// result logs the outcome of a configuration change for member id.
+func (g *gossip) result(err error, msg, id string, args ...any) {
+	if err != nil {
+		g.log.Warn(msg+": failed", append([]any{"peer", id, "err", err}, args...)...)
+		return
+	}
+	g.log.Info(msg, append([]any{"peer", id}, args...)...)
+}
+
+// retryWait reports whether a check of member id may run now, and if not,
+// how long until it may.
+func (g *gossip) retryWait(id string) (time.Duration, bool) {
+	if r, ok := g.joinRetry[id]; ok && time.Now().Before(r.next) {
+		return time.Until(r.next), false
+	}
+	return 0, true
+}
+
+// retryLater records a failed check of member id, logs it, and returns
+// the backoff before the next one: from an ElectionTimeout, doubling, up
+// to reconcileInterval.
+func (g *gossip) retryLater(id, msg, raftAddr string, err error) time.Duration {
+	et := g.s.opts.ElectionTimeout
+	r := g.joinRetry[id]
+	r.failures++
+	d := min(et<<min(r.failures, 16), reconcileInterval(et))
+	r.next = time.Now().Add(d)
+	g.joinRetry[id] = r
+	g.log.Warn(msg, "peer", id, "addr", raftAddr, "retry_in", d, "err", err)
+	return d
+}
+
+// quorumWithout reports whether, in conf without server id, the live
+// voters still form a quorum. Live means this node, or alive in gossip and
+// answering a status request now: gossip notices a crash only after its
+// failure detection, and a removal must not count a voter that is already
+// gone.
+func (g *gossip) quorumWithout(ctx context.Context, conf raft.Configuration, id string, members map[string]serf.Member) bool {
+	var others []string
+	voters, live := 0, 0
+	for _, srv := range conf.Servers {
+		sid := string(srv.ID)
+		if sid == id || srv.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if sid == g.s.id {
+			live++
+		} else if m, ok := members[sid]; ok && m.Status == serf.StatusAlive {
+			others = append(others, sid)
+		}
+	}
+	for _, sid := range others {
+		if live >= voters/2+1 {
+			break
+		}
+		if _, err := g.status(ctx, sid, members[sid].Tags[tagRaft]); err == nil {
+			live++
+		}
+	}
+	return live >= voters/2+1
+}
+
+// addFromGossip adds an alive member that is not in the configuration, as
+// a non-voter, after checking that it is reachable on the peer transport
+// (with PeerTLS: that it has a certificate from the cluster CA), that it
+// is the node it claims to be, and that it does not follow another
+// leader. A server of the configuration that had its peer address (a node
+// whose data directory was replaced) is removed first if gossip knew it,
+// it is not alive in gossip, and quorum allows. It returns when to retry after a failed
+// check.
+func (g *gossip) addFromGossip(ctx context.Context, conf raft.Configuration, m serf.Member, members map[string]serf.Member) time.Duration {
+	s := g.s
+	id, raftAddr := m.Name, m.Tags[tagRaft]
+	if wait, ok := g.retryWait(id); !ok {
+		return wait
+	}
+	fail := func(msg string, err error) time.Duration { return g.retryLater(id, msg, raftAddr, err) }
+	st, err := g.status(ctx, id, raftAddr)
+	if err != nil {
+		return fail("gossip: not adding member: status check over the peer transport failed", err)
+	}
+	if st.Leader != "" && st.Leader != s.id {
+		return fail("gossip: not adding member: it follows another leader", fmt.Errorf("its leader is %s", st.Leader))
+	}
+	for _, srv := range conf.Servers {
+		if string(srv.Address) != raftAddr {
+			continue
+		}
+		// id answered at that address, so srv is not there any more.
+		old := string(srv.ID)
+		if o, ok := members[old]; ok && o.Status == serf.StatusAlive || old == s.id {
+			return fail("gossip: not adding member: a live member has its peer address", fmt.Errorf("member %s has %s", old, raftAddr))
+		}
+		if !g.wasSeen(old) {
+			return fail("gossip: not adding member: a member added explicitly has its peer address; remove it with RemoveMember", fmt.Errorf("member %s has %s", old, raftAddr))
+		}
+		if !g.quorumWithout(ctx, conf, old, members) {
+			return fail("gossip: not adding member: replacing the member at its address would lose quorum", fmt.Errorf("member %s has %s", old, raftAddr))
+		}
+		if err := s.removeMemberLocal(ctx, old); err != nil {
+			return fail("gossip: not adding member: removing the old member at its address failed", err)
+		}
+		g.log.Info("gossip: removed a member whose peer address a new node took", "peer", old, "addr", raftAddr, "new", id)
+	}
+	f := s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, s.confChangeTimeout())
+	if err := s.waitConfChange(ctx, f); err != nil {
+		return fail("gossip: adding member failed", err)
+	}
+	delete(g.joinRetry, id)
+	g.log.Info("gossip: added member as a non-voter", "peer", id, "addr", raftAddr)
+	return 0
+}
+
+func (s *Store) confChangeTimeout() time.Duration {
+	return max(10*s.opts.ElectionTimeout, 5*time.Second)
+}
+
+// promote promotes stable, caught-up non-voters with the voter role while
+// there are fewer than MaxVoters voters. It returns when a candidate that
+// is not ready yet should be looked at again.
+func (g *gossip) promote(ctx context.Context, members map[string]serf.Member) time.Duration {
+	s := g.s
+	conf, err := s.configuration()
+	if err != nil {
+		return 0
+	}
+	voters := 0
+	var candidates []raft.Server
+	for _, srv := range conf.Servers {
+		if srv.Suffrage == raft.Voter {
+			voters++
+			continue
+		}
+		if m, ok := members[string(srv.ID)]; ok && m.Status == serf.StatusAlive && m.Tags[tagRole] == roleVoter {
+			candidates = append(candidates, srv)
+		}
+	}
+	slices.SortFunc(candidates, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	stable := serverStabilization(s.opts.ElectionTimeout)
+	var next time.Duration
+	for _, srv := range candidates {
+		if voters >= s.opts.MaxVoters || ctx.Err() != nil {
+			break
+		}
+		id := string(srv.ID)
+		since, ok := g.aliveSince(id)
+		if !ok {
+			continue
+		}
+		if wait := stable - time.Since(since); wait > 0 {
+			if next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
+		st, err := g.status(ctx, id, members[id].Tags[tagRaft])
+		if err != nil {
+			g.log.Debug("gossip: cannot check a promotion candidate", "peer", id, "err", err)
+			next = s.opts.ElectionTimeout
+			continue
+		}
+		if commit := s.raft.CommitIndex(); st.AppliedIndex+promoteMaxLag < commit {
+			g.log.Debug("gossip: promotion candidate still catching up", "peer", id, "index", st.AppliedIndex, "commit", commit)
+			next = s.opts.ElectionTimeout
+			continue
+		}
+		f := s.raft.AddVoter(srv.ID, srv.Address, 0, s.confChangeTimeout())
+		if err := s.waitConfChange(ctx, f); err != nil {
+			g.log.Warn("gossip: promotion failed", "peer", id, "err", err)
+			next = s.opts.ElectionTimeout
+			continue
+		}
+		voters++
+		g.log.Info("gossip: promoted member to voter", "peer", id, "voters", voters)
+	}
+	return next
+}
+
+// leaveGossip leaves gossip gracefully (after the raft removal), within
+// ctx; Close then shuts the agent down.
+func (s *Store) leaveGossip(ctx context.Context) {
+	g := s.gossip
+	done := make(chan error, 1)
+	if !s.goTracked(func() { done <- g.serf.Leave() }) {
+		return
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			s.log.Warn("gossip leave failed", "err", err)
+		}
+	case <-ctx.Done():
+		s.log.Warn("gossip leave cut short", "err", ctx.Err())
+	}
 }

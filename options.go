@@ -101,6 +101,70 @@ type Options struct {
 	// confirm this node's ID (JoinExisting). Default 30s.
 	JoinTimeout time.Duration
 
+	// NodeName is a human name for this node, shown in Status, Members and
+	// gossip; unlike NodeID it may change between restarts. Default: the
+	// NodeID.
+	NodeName string
+
+	// GossipAddr is the host:port the gossip agent (serf over memberlist)
+	// binds, on both TCP and UDP. The host must be an IP address (empty
+	// binds every interface); port 0 picks a free port (Store.GossipAddr
+	// reports it). Gossip lets nodes find each other (Join), bootstrap
+	// together (BootstrapExpect), and lets the leader add, promote and
+	// remove members as they come and go. Requires PeerAddr. Default "":
+	// gossip off, membership is explicit only.
+	GossipAddr string
+
+	// AdvertiseGossipAddr is the ip:port other nodes gossip with. Default:
+	// the address GossipAddr bound (a private IP of this host when it binds
+	// every interface).
+	AdvertiseGossipAddr string
+
+	// Join lists gossip addresses (host:port) of nodes to join. After Open,
+	// the store keeps trying, with backoff, until one of them answers;
+	// failures are logged, not returned. A node that joins is added by the
+	// leader as a non-voter, and promoted to voter once caught up and
+	// stable (see NonVoter, MaxVoters). Default nil.
+	Join []string
+
+	// BootstrapExpect is how many voters form a new cluster. 1: this node
+	// bootstraps a cluster of its own when its data directory is empty (and
+	// others can Join it). N > 1: on an empty data directory, the node waits
+	// until it sees N live voter candidates of this ClusterName in gossip,
+	// checks that none of the nodes it sees has raft state (otherwise it
+	// waits to be added), and then every candidate bootstraps the same
+	// configuration: the N smallest node IDs. Start exactly N such nodes;
+	// others should only Join. A node with raft state never bootstraps
+	// again. Open does not wait for an N > 1 bootstrap. Default: 1 when
+	// Join is empty (and NonVoter is false), otherwise 0: never bootstrap,
+	// wait to be added by the leader.
+	BootstrapExpect int
+
+	// GossipKey encrypts and authenticates gossip (AES-GCM; 16, 24 or 32
+	// bytes); nodes with another key or none cannot join. It protects
+	// gossip only: use PeerTLS for raft and RPC. Default nil: plaintext
+	// gossip.
+	GossipKey []byte
+
+	// NonVoter makes this node a member that never votes (a learner): it
+	// receives the log and serves reads but never counts toward quorum.
+	// Requires GossipAddr. Default false: promoted to voter when there is
+	// room (MaxVoters).
+	NonVoter bool
+
+	// MaxVoters caps how many voters the leader's gossip-driven promotion
+	// makes; further members stay non-voters. It does not limit explicit
+	// AddMember or PromoteMember. Default 5.
+	MaxVoters int
+
+	// ReapTimeout is how long a member that failed (rather than left
+	// gracefully) may stay unreachable in gossip before the leader removes
+	// it from the configuration, and then only if the remaining live voters
+	// still form a quorum of the new configuration. A member that leaves
+	// gracefully is removed at once. Default 72h (Consul's reconnect
+	// timeout).
+	ReapTimeout time.Duration
+
 	// Version is the version this member advertises; the cluster runs at the
 	// lowest version among its members. Default: ReleaseVersion.
 	// Tests set it to rehearse mixed-version clusters.
@@ -123,6 +187,8 @@ const (
 	defaultMaxRequestBytes   = 3 << 19 // 1.5 MiB
 	defaultMaxTxnOps         = 128
 	defaultProgressInterval  = 10 * time.Minute
+	defaultMaxVoters         = 5
+	defaultReapTimeout       = 72 * time.Hour
 
 	// MaxLeaseTTL is the largest TTL Grant accepts (etcd's limit, 9e9 s).
 	MaxLeaseTTL = 9_000_000_000 * time.Second
@@ -170,6 +236,20 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.Version == "" {
 		c.Version = ReleaseVersion
+	}
+	if c.BootstrapExpect == 0 && len(c.Join) == 0 && !c.NonVoter {
+		c.BootstrapExpect = 1
+	}
+	if c.MaxVoters == 0 {
+		c.MaxVoters = defaultMaxVoters
+	}
+	if c.ReapTimeout == 0 {
+		c.ReapTimeout = defaultReapTimeout
+	}
+	c.Join = append([]string(nil), c.Join...)
+	c.GossipKey = append([]byte(nil), c.GossipKey...)
+	if len(c.GossipKey) == 0 {
+		c.GossipKey = nil
 	}
 	c.Peers = append([]string(nil), c.Peers...)
 	if c.PeerTLS != nil {
@@ -227,6 +307,7 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.JoinTimeout < 0 {
 		bad("JoinTimeout %v is negative", c.JoinTimeout)
 	}
+	errs = append(errs, c.gossipProblems()...)
 	return c, errors.Join(errs...)
 }
 

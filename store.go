@@ -31,6 +31,7 @@ type Store struct {
 	logs   *raftboltdb.BoltStore
 	trans  raft.Transport // raft's transport: the peer listener's, or in-memory for a lone node
 	peer   *peerTransport // nil without Options.PeerAddr
+	gossip *gossip        // nil without Options.GossipAddr (membership.go)
 	addr   string         // this node's raft address (advertised peer address)
 	fsm    *fsm
 	ks     *keyspace
@@ -105,6 +106,9 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		return nil, err
 	}
 	o.NodeID = m.NodeID
+	if o.NodeName == "" {
+		o.NodeName = m.NodeID
+	}
 
 	snap, err := checkSnapshots(dir)
 	if err != nil {
@@ -139,12 +143,25 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	}
 	snaps := snapStore{fss}
 
+	// Gossip announces this node only once its directory checked out.
+	var g *gossip
+	if o.GossipAddr != "" {
+		if g, err = newGossip(&o, m.NodeID, peer.advertise); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				g.shutdown()
+			}
+		}()
+	}
+
 	var (
 		addr  raft.ServerAddress
 		trans raft.Transport
 	)
 	if peer != nil {
-		nt := peer.raftTransport(o.Logger.With("node", m.NodeID))
+		nt := peer.raftTransport(o.Logger.With("node", m.NodeID), g.addrProvider())
 		addr, trans = nt.LocalAddr(), nt
 	} else {
 		addr, trans = raft.NewInmemTransport(localAddress(&o, m.NodeID))
@@ -163,6 +180,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		logs:     logs,
 		trans:    trans,
 		peer:     peer,
+		gossip:   g,
 		addr:     string(addr),
 		ks:       ks,
 		lessor:   newLessor(),
@@ -179,7 +197,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("accord: open: %w", err)
 		}
-		if !has && !o.JoinExisting {
+		if !has && !o.JoinExisting && o.BootstrapExpect == 1 {
 			conf := raft.Configuration{Servers: []raft.Server{self}}
 			if err := raft.BootstrapCluster(s.raftConfig(), logs, logs, snaps, trans, conf); err != nil {
 				return nil, fmt.Errorf("accord: open: bootstrap: %w", err)
@@ -241,6 +259,9 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.wg.Go(s.readLoop)
 	s.wg.Go(s.expiryLoop)
 	s.wg.Go(s.progressLoop)
+	if g != nil {
+		s.startGossip()
+	}
 	if single {
 		// A single voter elects itself within one shortened timeout and then
 		// replays its log. Waiting for that here means that once Open

@@ -412,12 +412,22 @@ type advertisedAddr string
 func (a advertisedAddr) Network() string { return "tcp" }
 func (a advertisedAddr) String() string  { return string(a) }
 
-func (t *peerTransport) raftTransport(log *slog.Logger) *raft.NetworkTransport {
+// raftTransport is raft's transport over the peer listener. addrs, if not
+// nil, gives the address to dial for a server ID (gossip's, so a member
+// that moved is reached before the configuration records its address).
+func (t *peerTransport) raftTransport(log *slog.Logger, addrs raft.ServerAddressProvider) *raft.NetworkTransport {
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftLayer{t},
-		MaxPool: 5,
-		Timeout: 10 * time.Second,
-		Logger:  logbridge.HCLog(log, "raft-net"),
+		Stream:                raftLayer{t},
+		MaxPool:               5,
+		Timeout:               10 * time.Second,
+		Logger:                logbridge.HCLog(log, "raft-net"),
+		ServerAddressProvider: addrs,
+		// No pipelining. raft's own notes (NetworkTransportConfig) say it
+		// gains little and hurts commit latency with batching; and its
+		// failure path reads a follower's address without the lock that
+		// guards address changes, a data race -race reports when a member
+		// moves (hashicorp/raft#681).
+		MaxRPCsInFlight: 1,
 	})
 }
 
@@ -490,12 +500,13 @@ func (t *peerTransport) getConn(ctx context.Context, addr string) (*rpcConn, err
 
 func (t *peerTransport) putConn(addr string, rc *rpcConn) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed || t.partitioned || t.idle == nil || len(t.idle[addr]) >= rpcIdlePerPeer {
-		rc.c.Close()
+		t.mu.Unlock()
+		rc.c.Close() // not under t.mu: closing untracks, which takes it
 		return
 	}
 	t.idle[addr] = append(t.idle[addr], rc)
+	t.mu.Unlock()
 }
 
 // ---- the RPCs a member serves ----
@@ -541,6 +552,9 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 	case wire.RPCLeaseTimeToLive:
 		return s.leaseTimeToLive(req.LeaseID, req.Keys)
 	case wire.RPCStatus:
+		if s.isLeaving() {
+			return errToWire(errLeaving)
+		}
 		st := s.localStatus()
 		return &wire.Response{Status: &st}
 	case wire.RPCMemberRemove:

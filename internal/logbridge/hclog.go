@@ -5,6 +5,7 @@ package logbridge
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -75,6 +76,10 @@ func fixArgs(args []any) []any {
 		out[i] = k
 		if err, ok := args[i+1].(error); ok {
 			out[i+1] = err.Error()
+		} else if f, ok := args[i+1].(hclog.Format); ok && len(f) > 0 {
+			// hclog.Fmt("%0.2f%%", x): raft's snapshot progress.
+			format, _ := f[0].(string)
+			out[i+1] = fmt.Sprintf(format, f[1:]...)
 		} else {
 			out[i+1] = args[i+1]
 		}
