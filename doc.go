@@ -158,7 +158,17 @@
 // connection to the leader broke after it was sent reports
 // ErrUnknownOutcome.
 //
-// Membership works as in etcd: AddMember(ctx, peerAddr, asLearner) on a
+// With gossip (Options.GossipAddr, Join, BootstrapExpect), members find
+// each other by serf: N nodes started with BootstrapExpect N bootstrap
+// together once all are visible; a node that joins later is added by the
+// leader as a non-voter and promoted once caught up and stable (up to
+// MaxVoters); a member that leaves gracefully is removed at once, a failed
+// one only after ReapTimeout and only if the rest keep a quorum. Clusters
+// with different ClusterName never merge, GossipKey encrypts gossip, and
+// with PeerTLS a host without a certificate from the cluster CA is never
+// added.
+//
+// Membership also works as in etcd: AddMember(ctx, peerAddr, asLearner) on a
 // running member registers the new node before it starts; the node then
 // starts with Options.JoinExisting and Options.Peers, asks the members
 // which ID it was added under, and catches up from the leader (by log or
