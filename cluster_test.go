@@ -2,6 +2,7 @@ package accord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -81,9 +82,7 @@ func newTestCluster(t testing.TB, n int, mutate func(i int, o *Options)) *testCl
 			PeerAddr:        freePort(t),
 		}
 		if i > 0 {
-			if _, err := c.nodes[0].store().AddMember(ctx, nd.opts.PeerAddr, false); err != nil {
-				t.Fatalf("add member %d: %v", i, err)
-			}
+			c.addMember(ctx, c.nodes[0].store(), nd.opts.PeerAddr)
 			nd.opts.JoinExisting = true
 			nd.opts.Peers = []string{c.nodes[0].opts.PeerAddr}
 		}
@@ -96,6 +95,31 @@ func newTestCluster(t testing.TB, n int, mutate func(i int, o *Options)) *testCl
 	t.Cleanup(c.stopAll)
 	c.waitConverged()
 	return c
+}
+
+// addMember adds a voter at addr through s. An unknown outcome (leadership
+// moved mid-change, likely on a loaded machine) is resolved by looking:
+// the joining node finds its ID by address, so it only has to be there.
+func (c *testCluster) addMember(ctx context.Context, s *Store, addr string) {
+	c.t.Helper()
+	for {
+		_, err := s.AddMember(ctx, addr, false)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrUnknownOutcome) {
+			c.t.Fatalf("add member %s: %v", addr, err)
+		}
+		ms, merr := s.Members(ctx)
+		if merr != nil {
+			c.t.Fatalf("add member %s: %v; then members: %v", addr, err, merr)
+		}
+		for _, m := range ms {
+			if m.PeerAddr == addr {
+				return
+			}
+		}
+	}
 }
 
 func (nd *testNode) store() *Store {
