@@ -71,6 +71,9 @@ func freePort(t testing.TB) string {
 func newTestCluster(t testing.TB, n int, mutate func(i int, o *Options)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t}
+	// Registered first, so that nodes already running are stopped when a
+	// later one fails to start.
+	t.Cleanup(c.stopAll)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range n {
@@ -92,7 +95,6 @@ func newTestCluster(t testing.TB, n int, mutate func(i int, o *Options)) *testCl
 		c.nodes = append(c.nodes, nd)
 		nd.start()
 	}
-	t.Cleanup(c.stopAll)
 	c.waitConverged()
 	return c
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -452,7 +453,9 @@ func (s *Store) becomeReady(leaderCh <-chan bool) {
 	data, _ := wire.EncodeCommand(&wire.Command{Type: wire.CmdNoop})
 	for attempt := 0; ; attempt++ {
 		term := s.raft.CurrentTerm()
-		err := s.raft.ApplyLog(raft.Log{Data: data, Extensions: logEntrySum(data)}, s.opts.ElectionTimeout).Error()
+		f := s.raft.ApplyLog(raft.Log{Data: data, Extensions: logEntrySum(data)}, s.opts.ElectionTimeout)
+		s.answerOnStop(f)
+		err := f.Error()
 		if err == nil && s.raft.State() == raft.Leader && s.raft.CurrentTerm() == term {
 			if s.fastElect {
 				s.fastElect = false
@@ -768,9 +771,10 @@ func (s *Store) forward(ctx context.Context, addr string, data []byte) (res *app
 }
 
 // waitFuture waits for f within ctx. raft futures cannot be selected on,
-// so with a cancellable ctx a store-owned goroutine waits for it; raft
-// resolves every future by the time Shutdown returns.
+// so with a cancellable ctx a store-owned goroutine waits for it; once
+// Close has begun, f answers raft.ErrRaftShutdown (answerOnStop).
 func (s *Store) waitFuture(ctx context.Context, f raft.Future) error {
+	s.answerOnStop(f)
 	if ctx.Done() == nil {
 		return f.Error()
 	}
@@ -783,6 +787,25 @@ func (s *Store) waitFuture(ctx context.Context, f raft.Future) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// answerOnStop makes f.Error return raft.ErrRaftShutdown once s.stop is
+// closed. raft never answers a future that is still queued when it shuts
+// down: an ApplyLog waiting in the applyCh buffer that BatchApplyCh gives,
+// or a committed entry the FSM loop had not taken yet
+// (hashicorp/raft#498). A goroutine waiting for one kept Close waiting for
+// s.wg forever. raft's futures embed deferError, whose exported
+// ShutdownCh exists for exactly this, but their types are unexported,
+// hence reflect; raft itself never touches ShutdownCh of these futures.
+// Futures of other shapes (errorFuture) are left alone.
+func (s *Store) answerOnStop(f raft.Future) {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	if ch := v.Elem().FieldByName("ShutdownCh"); ch.IsValid() && ch.CanSet() && ch.Type() == reflect.TypeOf(s.stop) {
+		ch.Set(reflect.ValueOf(s.stop))
 	}
 }
 

@@ -1,0 +1,544 @@
+package accord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// TestClusterLinearizable runs clients against a 3-node cluster while the
+// leader is repeatedly isolated and followers are killed and restarted, and
+// checks the recorded history with porcupine against a sequential KV model
+// (partitioned by key). Every run is seeded; the seed is logged.
+//
+//	ACCORD_LIN_SEED=n         replay the choices of a run (scheduling still differs)
+//	ACCORD_LIN_DURATION=10s   how long clients run (default 6s)
+//	ACCORD_LIN_OUT=dir        where a failing run writes its history visualisation
+//	                          (default: a new directory under $TMPDIR, kept)
+//
+// A write that fails with ErrUnknownOutcome (or any error that does not
+// say it was never proposed) may or may not have happened: it is recorded
+// with an unknown output and a return time after everything else, so the
+// checker may place it anywhere after its call, or nowhere. Writes that
+// fail with ErrNoLeader or ErrClosed are documented as never proposed and
+// are dropped; if that were wrong, the history would not linearize. Failed
+// reads are dropped. After the faults stop, one final linearizable read per
+// key joins the history: an acknowledged write that was lost fails it.
+func TestClusterLinearizable(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("ACCORD_LIN_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("ACCORD_LIN_SEED=%q: %v", v, err)
+		}
+		seed = n
+	}
+	dur := 6 * time.Second
+	if v := os.Getenv("ACCORD_LIN_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("ACCORD_LIN_DURATION=%q: %v", v, err)
+		}
+		dur = d
+	}
+	t.Logf("seed %d (rerun with ACCORD_LIN_SEED=%d), clients run for %v", seed, seed, dur)
+	rng := rand.New(rand.NewPCG(seed, 0))
+
+	const clients = 8
+	keys := make([]string, 3+rng.IntN(3))
+	for i := range keys {
+		keys[i] = fmt.Sprintf("lin/%d", i)
+	}
+
+	c := newTestCluster(t, 3, nil)
+	c.leader()
+
+	rec := &linRecorder{start: time.Now()}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	offset := rng.IntN(len(c.nodes))
+	for id := range clients {
+		cl := &linClient{
+			id:   id,
+			nd:   c.nodes[(offset+id)%len(c.nodes)], // every node has clients; most are followers
+			keys: keys,
+			rng:  rand.New(rand.NewPCG(seed, uint64(id)+1)),
+			rec:  rec,
+			seen: make(map[string]linOutput),
+		}
+		wg.Go(func() { cl.run(t.Context(), stop) })
+	}
+
+	// The fault loop: isolate the leader for a while, heal, and sometimes
+	// kill a follower and restart it.
+	var partitions, kills int
+	end := time.Now().Add(dur)
+	for time.Now().Before(end) {
+		l := c.leader()
+		l.partition()
+		partitions++
+		time.Sleep(time.Duration(50+rng.IntN(550)) * time.Millisecond)
+		l.heal()
+		if rng.IntN(3) == 0 {
+			f := c.follower()
+			f.kill()
+			kills++
+			time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+			f.restart(false)
+		}
+		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+
+	// Every node is running and connected again. A write through the
+	// leader commits after every entry already in its log, so once every
+	// node has applied it, no write a client sent can still take effect.
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	c.waitConverged()
+	if _, err := c.leader().store().Put(ctx, "lin-barrier", nil); err != nil {
+		t.Fatalf("barrier write after healing: %v", err)
+	}
+	c.waitConverged()
+
+	// The final linearizable reads are part of the history; then every
+	// replica must hold exactly what they returned.
+	leader := c.leader().store()
+	for _, k := range keys {
+		call := rec.now()
+		g, err := leader.Get(ctx, k)
+		if err != nil {
+			t.Fatalf("final read of %s: %v", k, err)
+		}
+		out := linOutputOf(g.KVs)
+		rec.add(clients, linInput{kind: linGet, key: k}, out, call, rec.now())
+		for _, nd := range c.running() {
+			sg, err := nd.store().Get(ctx, k, WithSerializable())
+			if err != nil {
+				t.Fatalf("final local read of %s on node %d: %v", k, nd.idx, err)
+			}
+			if got := linOutputOf(sg.KVs); got != out {
+				t.Errorf("node %d holds %s = %s, the leader %s", nd.idx, k, got, out)
+			}
+		}
+	}
+
+	history, st := rec.finish()
+	t.Logf("%d keys, %d ops recorded (%d get, %d put, %d delete, %d cas; %d of unknown outcome), %d failed ops dropped, %d other write errors; faults: %d leader isolations, %d follower kills",
+		len(keys), len(history), st.kinds[linGet], st.kinds[linPut], st.kinds[linDelete], st.kinds[linCAS],
+		st.unknown.Load(), st.dropped.Load(), st.otherErrs.Load(), partitions, kills)
+	if st.kinds[linGet] == 0 || st.kinds[linPut]+st.kinds[linCAS] == 0 {
+		t.Fatal("no successful reads or writes: the history checks nothing")
+	}
+	if e := st.firstOther.Load(); e != nil {
+		t.Logf("first other write error (recorded as unknown outcome): %v", *e)
+	}
+
+	checkStart := time.Now()
+	res := porcupine.CheckOperationsTimeout(linModel, history, 10*time.Second)
+	t.Logf("porcupine: %s in %v", res, time.Since(checkStart).Round(time.Millisecond))
+	if res == porcupine.Ok {
+		return
+	}
+	// Not linearizable (or not decided in time): check again with the
+	// details a visualisation needs.
+	res, info := porcupine.CheckOperationsVerbose(linModel, history, 10*time.Second)
+	// Not under t.TempDir: that is removed when the test ends.
+	dir := os.Getenv("ACCORD_LIN_OUT")
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "accord-lin-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, fmt.Sprintf("linearizable-%d.html", seed))
+	if err := porcupine.VisualizePath(linModel, info, path); err != nil {
+		t.Errorf("writing the visualisation: %v", err)
+	} else {
+		t.Logf("history visualisation: %s", path)
+	}
+	t.Fatalf("history is not linearizable: porcupine says %s (seed %d)", res, seed)
+}
+
+// ---- the clients ----
+
+type linKind uint8
+
+const (
+	linGet linKind = iota
+	linPut
+	linDelete
+	linCAS
+)
+
+// linInput is one operation on one key.
+type linInput struct {
+	kind     linKind
+	key      string
+	value    string // put, cas: the new value (unique in the history)
+	expRev   int64  // cas: the mod revision compared (0: the key is absent)
+	expValue string // cas: the value the client saw at expRev
+}
+
+// linOutput is what an operation returned. Each field is comparable, so
+// that outputs can be compared with ==.
+type linOutput struct {
+	unknown bool   // a write that may or may not have taken effect
+	ok      bool   // cas: the compare held
+	exists  bool   // get, failed cas: the key was present
+	value   string // get, failed cas
+	// get, failed cas: the key's mod revision; put, successful cas: the
+	// revision written; delete: the revision of the delete if it deleted.
+	rev     int64
+	deleted int64 // delete
+}
+
+func (o linOutput) String() string {
+	if !o.exists {
+		return "<absent>"
+	}
+	return fmt.Sprintf("%q@%d", o.value, o.rev)
+}
+
+func linOutputOf(kvs []KeyValue) linOutput {
+	if len(kvs) == 0 {
+		return linOutput{}
+	}
+	return linOutput{exists: true, value: string(kvs[0].Value), rev: kvs[0].ModRevision}
+}
+
+type linStats struct {
+	kinds      [4]int
+	unknown    atomic.Int64
+	dropped    atomic.Int64
+	otherErrs  atomic.Int64
+	firstOther atomic.Pointer[error]
+}
+
+// linRecorder collects the history of every client.
+type linRecorder struct {
+	start time.Time
+	stats linStats
+	mu    sync.Mutex // guards ops
+	ops   []porcupine.Operation
+}
+
+// pending marks the return time of an operation of unknown outcome until
+// finish replaces it by a time after every other return.
+const linPending = int64(-1)
+
+func (r *linRecorder) now() int64 { return int64(time.Since(r.start)) }
+
+func (r *linRecorder) add(client int, in linInput, out linOutput, call, ret int64) {
+	r.mu.Lock()
+	r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+	r.mu.Unlock()
+}
+
+// finish returns the history with pending operations returning after
+// everything else ("may have happened at any point after its call, or not
+// at all").
+func (r *linRecorder) finish() ([]porcupine.Operation, *linStats) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last := int64(0)
+	for _, op := range r.ops {
+		last = max(last, op.Return, op.Call)
+	}
+	for i := range r.ops {
+		if r.ops[i].Return == linPending {
+			r.ops[i].Return = last + 1
+		}
+		r.stats.kinds[r.ops[i].Input.(linInput).kind]++
+	}
+	return r.ops, &r.stats
+}
+
+type linClient struct {
+	id   int
+	nd   *testNode
+	keys []string
+	rng  *rand.Rand
+	rec  *linRecorder
+	seq  int
+	seen map[string]linOutput // per key, the latest state this client observed (for cas)
+}
+
+func (cl *linClient) run(ctx context.Context, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		s := cl.nd.store()
+		if s == nil { // killed; wait for the restart
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		// Bounded by its own timeout, not by stop: stopping must not cut
+		// an operation short and turn it into one of unknown outcome.
+		octx, cancel := context.WithTimeout(ctx, time.Duration(300+cl.rng.IntN(700))*time.Millisecond)
+		cl.step(octx, s)
+		cancel()
+	}
+}
+
+func (cl *linClient) step(ctx context.Context, s *Store) {
+	key := cl.keys[cl.rng.IntN(len(cl.keys))]
+	in := linInput{key: key}
+	switch p := cl.rng.IntN(100); {
+	case p < 35:
+		in.kind = linGet
+	case p < 65:
+		in.kind = linPut
+	case p < 80:
+		in.kind = linDelete
+	default:
+		in.kind = linCAS
+	}
+	if in.kind == linPut || in.kind == linCAS {
+		cl.seq++
+		in.value = fmt.Sprintf("c%d-%d", cl.id, cl.seq)
+	}
+	if in.kind == linCAS {
+		if prev := cl.seen[key]; prev.exists {
+			in.expRev, in.expValue = prev.rev, prev.value
+		}
+	}
+
+	var (
+		out linOutput
+		err error
+	)
+	call := cl.rec.now()
+	switch in.kind {
+	case linGet:
+		var g *GetResponse
+		if g, err = s.Get(ctx, key); err == nil {
+			out = linOutputOf(g.KVs)
+		}
+	case linPut:
+		var p *PutResponse
+		if p, err = s.Put(ctx, key, []byte(in.value)); err == nil {
+			out = linOutput{rev: p.Revision}
+		}
+	case linDelete:
+		var d *DeleteResponse
+		if d, err = s.Delete(ctx, key); err == nil {
+			out = linOutput{deleted: d.Deleted}
+			if d.Deleted > 0 {
+				out.rev = d.Revision
+			}
+		}
+	case linCAS:
+		var r *TxnResponse
+		r, err = s.Txn(ctx).
+			If(Compare(ModRevision(key), "=", in.expRev)).
+			Then(OpPut(key, []byte(in.value))).
+			Else(OpGet(key)).
+			Commit()
+		if err == nil {
+			if r.Succeeded {
+				out = linOutput{ok: true, rev: r.Revision}
+			} else {
+				out = linOutputOf(r.Responses[0].Get.KVs)
+			}
+		}
+	}
+	ret := cl.rec.now()
+
+	if err != nil {
+		if in.kind == linGet || !cl.maybeApplied(err) {
+			cl.rec.stats.dropped.Add(1)
+			return
+		}
+		cl.rec.stats.unknown.Add(1)
+		cl.rec.add(cl.id, in, linOutput{unknown: true}, call, linPending)
+		delete(cl.seen, key) // no longer sure what is there
+		// Fail fast, back off: a forwarded write to a leader that was
+		// just cut off fails at once, and every such write stays open to
+		// the end of the history; thousands of them make a failing check
+		// exponential.
+		time.Sleep(time.Duration(20+cl.rng.IntN(30)) * time.Millisecond)
+		return
+	}
+	cl.rec.add(cl.id, in, out, call, ret)
+	switch {
+	case in.kind == linGet || in.kind == linCAS && !out.ok:
+		cl.seen[key] = out
+	case in.kind == linPut || in.kind == linCAS:
+		cl.seen[key] = linOutput{exists: true, value: in.value, rev: out.rev}
+	case in.kind == linDelete:
+		cl.seen[key] = linOutput{}
+	}
+}
+
+// maybeApplied reports whether a failed write may have taken effect.
+// ErrUnknownOutcome says so; ErrNoLeader and ErrClosed (without it) say
+// the write was never proposed. Anything else is treated as unknown.
+func (cl *linClient) maybeApplied(err error) bool {
+	switch {
+	case errors.Is(err, ErrUnknownOutcome):
+		return true
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed):
+		return false
+	}
+	st := &cl.rec.stats
+	if st.otherErrs.Add(1) == 1 {
+		st.firstOther.Store(&err)
+	}
+	return true
+}
+
+// ---- the model ----
+
+// linState is the state of one key.
+type linState struct {
+	exists bool
+	value  string
+	rev    int64 // mod revision of value; 0 when absent or not known (written by an op of unknown outcome)
+	floor  int64 // the highest known revision of a write to this key: every later write is above it
+}
+
+// observe checks what a read returned against the state, and learns the
+// mod revision if it was not known.
+func (s linState) observe(o linOutput) (bool, any) {
+	if o.exists != s.exists || o.value != s.value {
+		return false, s
+	}
+	switch {
+	case !o.exists:
+		return true, s
+	case s.rev != 0:
+		return o.rev == s.rev, s
+	case o.rev <= s.floor:
+		return false, s
+	}
+	s.rev, s.floor = o.rev, o.rev
+	return true, s
+}
+
+// casHolds tells whether ModRevision(key) == in.expRev holds in s. Values
+// are unique, so when the revision of the current value is not known, the
+// value says which write it came from.
+func (s linState) casHolds(in linInput) bool {
+	switch {
+	case in.expRev == 0:
+		return !s.exists
+	case !s.exists:
+		return false
+	case s.rev != 0:
+		return s.rev == in.expRev
+	}
+	return s.value == in.expValue
+}
+
+func linStep(state, input, output any) (bool, any) {
+	s, in, o := state.(linState), input.(linInput), output.(linOutput)
+	switch in.kind {
+	case linGet:
+		return s.observe(o)
+	case linPut:
+		if o.unknown {
+			return true, linState{exists: true, value: in.value, floor: s.floor}
+		}
+		if o.rev <= s.floor {
+			return false, s
+		}
+		return true, linState{exists: true, value: in.value, rev: o.rev, floor: o.rev}
+	case linDelete:
+		switch {
+		case o.unknown:
+			return true, linState{floor: s.floor}
+		case !s.exists:
+			return o.deleted == 0, s
+		case o.deleted != 1 || o.rev <= s.floor:
+			return false, s
+		}
+		return true, linState{floor: o.rev}
+	case linCAS:
+		holds := s.casHolds(in)
+		switch {
+		case o.unknown && holds:
+			return true, linState{exists: true, value: in.value, floor: s.floor}
+		case o.unknown:
+			return true, s
+		case o.ok:
+			if !holds || o.rev <= s.floor {
+				return false, s
+			}
+			return true, linState{exists: true, value: in.value, rev: o.rev, floor: o.rev}
+		case holds:
+			return false, s
+		}
+		return s.observe(o)
+	}
+	return false, s
+}
+
+var linModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := make(map[string][]porcupine.Operation)
+		var keys []string
+		for _, op := range history {
+			k := op.Input.(linInput).key
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], op)
+		}
+		slices.Sort(keys)
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() any { return linState{} },
+	Step: linStep,
+	DescribeOperation: func(input, output any) string {
+		in, o := input.(linInput), output.(linOutput)
+		var res string
+		switch {
+		case o.unknown:
+			res = "?"
+		case in.kind == linGet || in.kind == linCAS && !o.ok:
+			res = o.String()
+		case in.kind == linDelete:
+			res = fmt.Sprintf("deleted %d @%d", o.deleted, o.rev)
+		default:
+			res = fmt.Sprintf("ok @%d", o.rev)
+		}
+		switch in.kind {
+		case linGet:
+			return fmt.Sprintf("get(%s) -> %s", in.key, res)
+		case linPut:
+			return fmt.Sprintf("put(%s, %q) -> %s", in.key, in.value, res)
+		case linDelete:
+			return fmt.Sprintf("delete(%s) -> %s", in.key, res)
+		}
+		return fmt.Sprintf("cas(%s, mod=%d(%q) -> %q) -> %s", in.key, in.expRev, in.expValue, in.value, res)
+	},
+	DescribeState: func(state any) string {
+		s := state.(linState)
+		if !s.exists {
+			return fmt.Sprintf("<absent> (writes above %d)", s.floor)
+		}
+		return fmt.Sprintf("%q@%d (writes above %d)", s.value, s.rev, s.floor)
+	},
+}
