@@ -198,13 +198,12 @@ func openRawRaft(b *testing.B) *raft.Raft {
 		trans.Close()
 		logs.Close()
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for r.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			b.Fatal("raw raft node did not become leader")
+	eventually(b, 10*time.Second, "raw raft node becomes leader", func() error {
+		if r.State() != raft.Leader {
+			return fmt.Errorf("state %v", r.State())
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	// Like the store's leader no-op: the first write of the term is
 	// committed before measuring.
 	if err := r.Barrier(10 * time.Second).Error(); err != nil {

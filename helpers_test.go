@@ -1,6 +1,7 @@
 package accord
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -35,4 +36,18 @@ func openTestStore(t testing.TB, dir string, o *Options) *Store {
 		}
 	})
 	return s
+}
+
+// pace waits d, or less if ctx ends first; it reports whether ctx is still
+// live. For the schedules of load and fault loops (how long a partition
+// lasts, a client's backoff), which are about time, not a condition.
+func pace(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

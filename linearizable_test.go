@@ -88,16 +88,16 @@ func TestClusterLinearizable(t *testing.T) {
 		l := c.leader()
 		l.partition()
 		partitions++
-		time.Sleep(time.Duration(50+rng.IntN(550)) * time.Millisecond)
+		pace(t.Context(), time.Duration(50+rng.IntN(550))*time.Millisecond)
 		l.heal()
 		if rng.IntN(3) == 0 {
 			f := c.follower()
 			f.kill()
 			kills++
-			time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+			pace(t.Context(), time.Duration(100+rng.IntN(300))*time.Millisecond)
 			f.restart(false)
 		}
-		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+		pace(t.Context(), time.Duration(100+rng.IntN(300))*time.Millisecond)
 	}
 	close(stop)
 	wg.Wait()
@@ -287,7 +287,7 @@ func (cl *linClient) run(ctx context.Context, stop <-chan struct{}) {
 		}
 		s := cl.nd.store()
 		if s == nil { // killed; wait for the restart
-			time.Sleep(5 * time.Millisecond)
+			pace(ctx, 5*time.Millisecond)
 			continue
 		}
 		// Bounded by its own timeout, not by stop: stopping must not cut
@@ -374,7 +374,7 @@ func (cl *linClient) step(ctx context.Context, s *Store) {
 		// just cut off fails at once, and every such write stays open to
 		// the end of the history; thousands of them make a failing check
 		// exponential.
-		time.Sleep(time.Duration(20+cl.rng.IntN(30)) * time.Millisecond)
+		pace(ctx, time.Duration(20+cl.rng.IntN(30))*time.Millisecond)
 		return
 	}
 	cl.rec.add(cl.id, in, out, call, ret)
