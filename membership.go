@@ -375,7 +375,7 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 }
 
 func (s *Store) localStatus() wire.Status {
-	addr, leader := s.leader()
+	_, leader := s.leader()
 	rev, compacted := s.ks.Revs()
 	learner := false
 	if conf, err := s.configuration(); err == nil {
@@ -385,7 +385,6 @@ func (s *Store) localStatus() wire.Status {
 			}
 		}
 	}
-	_ = addr
 	return wire.Status{
 		NodeID:          s.id,
 		Name:            s.opts.NodeName,
@@ -430,11 +429,11 @@ func compareVersions(a, b string) int {
 
 func versionParts(v string) []int {
 	var parts []int
-	n, digits := 0, false
+	n := 0
 	for i := 0; i <= len(v); i++ {
 		if i == len(v) || v[i] == '.' || v[i] == '-' || v[i] == '+' {
 			parts = append(parts, n)
-			n, digits = 0, false
+			n = 0
 			if i < len(v) && v[i] != '.' {
 				break
 			}
@@ -442,10 +441,8 @@ func versionParts(v string) []int {
 		}
 		if c := v[i]; c >= '0' && c <= '9' && n < 1<<20 {
 			n = n*10 + int(c-'0')
-			digits = true
 		}
 	}
-	_ = digits
 	return parts
 }
 
