@@ -18,8 +18,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
@@ -610,74 +608,6 @@ type gossip struct {
 type retryState struct {
 	failures int
 	next     time.Time
-}
-
-// gossipProblems checks the gossip options of a filled Options.
-func (c *Options) gossipProblems() []error {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("accord: options: "+format, args...))
-	}
-	if len(c.NodeName) > 128 || !utf8.ValidString(c.NodeName) || strings.ContainsFunc(c.NodeName, unicode.IsControl) {
-		bad("NodeName %q: use at most 128 bytes of printable UTF-8", c.NodeName)
-	}
-	if c.GossipAddr != "" {
-		if c.PeerAddr == "" {
-			bad("GossipAddr is set but PeerAddr is not: gossip only finds members, raft needs the peer listener")
-		}
-		if host, port, err := net.SplitHostPort(c.GossipAddr); err != nil {
-			bad("GossipAddr %q: %v", c.GossipAddr, err)
-		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			bad("GossipAddr %q: bad port", c.GossipAddr)
-		} else if host != "" && net.ParseIP(host) == nil {
-			bad("GossipAddr %q: the host must be an IP address", c.GossipAddr)
-		}
-	}
-	if c.AdvertiseGossipAddr != "" {
-		if c.GossipAddr == "" {
-			bad("AdvertiseGossipAddr is set but GossipAddr is not")
-		}
-		if host, port, err := net.SplitHostPort(c.AdvertiseGossipAddr); err != nil {
-			bad("AdvertiseGossipAddr %q: %v", c.AdvertiseGossipAddr, err)
-		} else if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-			bad("AdvertiseGossipAddr %q: bad port", c.AdvertiseGossipAddr)
-		} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-			bad("AdvertiseGossipAddr %q: the host must be a specific IP address", c.AdvertiseGossipAddr)
-		}
-	}
-	if len(c.Join) > 0 && c.GossipAddr == "" {
-		bad("Join is set but GossipAddr is not")
-	}
-	for _, a := range c.Join {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("Join address %q: %v", a, err)
-		}
-	}
-	switch {
-	case c.BootstrapExpect < 0:
-		bad("BootstrapExpect %d is negative", c.BootstrapExpect)
-	case c.BootstrapExpect > 1 && c.GossipAddr == "":
-		bad("BootstrapExpect %d needs GossipAddr to find the other nodes", c.BootstrapExpect)
-	case c.BootstrapExpect > 1 && c.JoinExisting:
-		bad("BootstrapExpect %d and JoinExisting exclude each other", c.BootstrapExpect)
-	case c.BootstrapExpect > 0 && c.NonVoter:
-		bad("NonVoter with BootstrapExpect %d: a non-voter never bootstraps a cluster", c.BootstrapExpect)
-	case c.MaxVoters > 0 && c.BootstrapExpect > c.MaxVoters:
-		bad("BootstrapExpect %d exceeds MaxVoters %d", c.BootstrapExpect, c.MaxVoters)
-	}
-	if c.NonVoter && c.GossipAddr == "" {
-		bad("NonVoter needs GossipAddr (explicit members choose with AddMember's asLearner)")
-	}
-	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
-		bad("GossipKey has %d bytes; use 16, 24 or 32 (AES-128, -192 or -256)", n)
-	}
-	if c.MaxVoters < 0 {
-		bad("MaxVoters %d is negative", c.MaxVoters)
-	}
-	if c.ReapTimeout < 0 {
-		bad("ReapTimeout %v is negative", c.ReapTimeout)
-	}
-	return errs
 }
 
 // gossipTags are the tags this node advertises.
