@@ -158,6 +158,24 @@ func (nopSnapshot) Release()                             {}
 
 type nopSnapshot struct{}
 
+// rawRaftStorage gives a raw raft node of a baseline benchmark the store's
+// raft settings (raftConfig) and storage: raft.db through openBolt with the
+// same bbolt options and fsync, and a file snapshot store.
+func rawRaftStorage(b *testing.B, o *Options) (*raft.Config, *raftboltdb.BoltStore, raft.SnapshotStore) {
+	b.Helper()
+	dir := filepath.Join(b.TempDir(), "data")
+	conf := (&Store{opts: *o, id: o.NodeID}).raftConfig()
+	logs, err := openBoltDir(dir, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return conf, logs, snaps
+}
+
 // openRawRaft starts a bare single-voter raft node configured exactly as
 // Open configures the store's: raftConfig() (MaxAppendEntries,
 // BatchApplyCh, timeouts, snapshot settings), raft.db through openBolt with
@@ -170,18 +188,7 @@ func openRawRaft(b *testing.B) *raft.Raft {
 		b.Fatal(err)
 	}
 	o.NodeID = "bench-raw"
-	dir := filepath.Join(b.TempDir(), "data")
-	cfgSrc := &Store{opts: o, id: o.NodeID}
-	conf := cfgSrc.raftConfig()
-
-	logs, err := openBoltDir(dir, &o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	conf, logs, snaps := rawRaftStorage(b, &o)
 	addr, trans := raft.NewInmemTransport(raft.ServerAddress(o.NodeID))
 	servers := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: conf.LocalID, Address: addr}}}
 	if err := raft.BootstrapCluster(conf, logs, logs, snaps, trans, servers); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -145,20 +144,14 @@ func openRawRaftCluster(b *testing.B, n int) *raft.Raft {
 			b.Fatal(err)
 		}
 		o.NodeID = fmt.Sprintf("raw%d", i)
-		dir := filepath.Join(b.TempDir(), "data")
-		conf := (&Store{opts: o, id: o.NodeID}).raftConfig()
-		logs, err := openBoltDir(dir, &o)
-		if err != nil {
-			b.Fatal(err)
-		}
-		snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
-		if err != nil {
-			b.Fatal(err)
-		}
+		conf, logs, snaps := rawRaftStorage(b, &o)
 		trans, err := raft.NewTCPTransportWithConfig("127.0.0.1:0", nil, &raft.NetworkTransportConfig{
-			MaxPool: 5, // as the peer transport's raftTransport
-			Timeout: 10 * time.Second,
-			Logger:  logbridge.HCLog(o.Logger, "raft-net"),
+			// As the peer transport's raftTransport: pool, timeout, and no
+			// pipelining.
+			MaxPool:         5,
+			Timeout:         10 * time.Second,
+			MaxRPCsInFlight: 1,
+			Logger:          logbridge.HCLog(o.Logger, "raft-net"),
 		})
 		if err != nil {
 			b.Fatal(err)
