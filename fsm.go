@@ -29,13 +29,17 @@ type fsm struct {
 	l   *lessor
 
 	// mu is held for writing while a batch is applied or a snapshot
-	// restored; it guards leases. Holding it for reading gives a view of
+	// restored; it guards leases and members. Holding it for reading gives a view of
 	// keyspace and leases that no apply is halfway through.
 	// Lock order: fsm.mu before keyspace.mu; watchHub.mu before
 	// keyspace.mu. Nothing takes fsm.mu or watchHub.mu while holding
 	// keyspace.mu (the FSM publishes to the hub after unlocking it).
 	mu     sync.RWMutex
 	leases *leaseTable
+	// members holds the attributes members published (CmdMemberAttrs),
+	// by node ID. Entries of removed members stay until overwritten; they
+	// are only ever read joined with the raft configuration.
+	members map[string]memberAttrs
 
 	applied appliedIndex
 }
@@ -150,6 +154,12 @@ func (f *fsm) applyCommand(l *raft.Log) (res *applyResult) {
 		return &applyResult{rev: f.ks.rev}
 	case wire.CmdNoop:
 		return &applyResult{rev: f.ks.rev}
+	case wire.CmdMemberAttrs:
+		if f.members == nil {
+			f.members = make(map[string]memberAttrs)
+		}
+		f.members[cmd.Member.ID] = memberAttrs{name: cmd.Member.Name, clientURLs: cmd.Member.ClientURLs}
+		return &applyResult{rev: f.ks.rev}
 	}
 	return &applyResult{rev: f.ks.rev, err: ErrUnsupported}
 }
@@ -168,7 +178,24 @@ func (f *fsm) stateLocked() *snapState {
 	for id, e := range f.leases.m {
 		st.leases = append(st.leases, snapLease{id: id, ttl: e.ttl})
 	}
+	for id, a := range f.members {
+		st.members = append(st.members, snapMember{id: id, attrs: a})
+	}
 	return st
+}
+
+// memberAttrs are what a member published about itself.
+type memberAttrs struct {
+	name       string
+	clientURLs []string // never modified after apply: safe to share
+}
+
+// memberAttrs returns the published attributes of member id.
+func (f *fsm) memberAttrs(id string) (memberAttrs, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	a, ok := f.members[id]
+	return a, ok
 }
 
 // Restore implements raft.FSM: it replaces the whole state with a
@@ -199,8 +226,16 @@ func (f *fsm) install(st *snapState) {
 			leases.attach(v.lease, h.key)
 		}
 	}
+	var members map[string]memberAttrs
+	if len(st.members) > 0 {
+		members = make(map[string]memberAttrs, len(st.members))
+		for _, m := range st.members {
+			members[m.id] = m.attrs
+		}
+	}
 	f.mu.Lock()
 	f.ks.replaceWith(nks)
+	f.members = members
 	f.leases = leases
 	f.l.reset(leases)
 	f.mu.Unlock()

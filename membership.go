@@ -36,15 +36,29 @@ import (
 // builds on the same operations.
 
 // ReleaseVersion is the accord version this build advertises to its cluster.
-const ReleaseVersion = "0.1.0"
+const ReleaseVersion = "0.2.0"
+
+// Features gated on the cluster version: the first release whose members
+// all understand them. A member uses a gated feature only while every
+// member of the raft configuration is known to run that release or later
+// (clusterAtLeast), as etcd gates features on its cluster version.
+const (
+	// versionMemberAttrs: members publish their name and client URLs
+	// through the log (wire.CmdMemberAttrs), which 0.1.0 cannot apply.
+	versionMemberAttrs = "0.2.0"
+)
 
 // Member is one member of the cluster.
 type Member struct {
-	ID        string // permanent node ID (the raft server ID)
-	Name      string // human name (Options.NodeName) as gossip reports it; "" when unknown
-	PeerAddr  string // where members reach it
-	IsLearner bool   // a non-voting member that receives the log
-	IsLeader  bool
+	ID string // permanent node ID (the raft server ID)
+	// Name is the member's human name (Options.NodeName), as the member
+	// published it or gossip reports it; "" for a member that has not
+	// started yet (or is unknown).
+	Name       string
+	PeerAddr   string   // where members reach it
+	ClientURLs []string // Options.ClientURLs as the member published them
+	IsLearner  bool     // a non-voting member that receives the log
+	IsLeader   bool
 }
 
 // Status describes this member and what it knows of the cluster.
@@ -78,18 +92,24 @@ func (s *Store) Members(ctx context.Context) ([]Member, error) {
 	_, leader := s.leader()
 	out := make([]Member, 0, len(conf.Servers))
 	for _, srv := range conf.Servers {
-		name := ""
-		if string(srv.ID) == s.id {
-			name = s.opts.NodeName
-		} else if s.gossip != nil {
+		var name string
+		var urls []string
+		if a, ok := s.fsm.memberAttrs(string(srv.ID)); ok {
+			name, urls = a.name, slices.Clone(a.clientURLs)
+		}
+		switch {
+		case string(srv.ID) == s.id:
+			name, urls = s.opts.NodeName, slices.Clone(s.opts.ClientURLs)
+		case name == "" && s.gossip != nil:
 			name = s.gossip.name(string(srv.ID))
 		}
 		out = append(out, Member{
-			ID:        string(srv.ID),
-			Name:      name,
-			PeerAddr:  string(srv.Address),
-			IsLearner: srv.Suffrage != raft.Voter,
-			IsLeader:  string(srv.ID) == leader,
+			ID:         string(srv.ID),
+			Name:       name,
+			PeerAddr:   string(srv.Address),
+			ClientURLs: urls,
+			IsLearner:  srv.Suffrage != raft.Voter,
+			IsLeader:   string(srv.ID) == leader,
 		})
 	}
 	return out, nil
@@ -403,6 +423,94 @@ func statusFromWire(w *wire.Status) *Status {
 		ID: w.NodeID, Name: w.Name, Leader: w.Leader, IsLearner: w.IsLearner, Term: w.Term,
 		CommitIndex: w.CommitIndex, AppliedIndex: w.AppliedIndex, Revision: w.Revision,
 		CompactRevision: w.CompactRevision, DBSize: w.DBSize, Version: w.Version,
+	}
+}
+
+// clusterAtLeast reports whether every member of the raft configuration,
+// this one included, is known to run version v or later: its own version,
+// a live member's gossip tag, or else its answer to a status request
+// within ctx. An unknown version counts as too old, so a gated feature
+// stays off while any member is unreachable.
+func (s *Store) clusterAtLeast(ctx context.Context, v string) (bool, string) {
+	conf, err := s.configuration()
+	if err != nil {
+		return false, ""
+	}
+	var gm map[string]serf.Member
+	if s.gossip != nil {
+		gm = s.gossip.members()
+	}
+	lowest, self := "", false
+	for _, srv := range conf.Servers {
+		var ver string
+		if m, ok := gm[string(srv.ID)]; ok && m.Status == serf.StatusAlive {
+			ver = m.Tags[tagVersion]
+		}
+		switch {
+		case string(srv.ID) == s.id:
+			ver, self = s.opts.Version, true
+		case ver == "" && s.peer != nil:
+			resp, err := s.peer.call(ctx, string(srv.Address), &wire.Request{Type: wire.RPCStatus, From: s.id})
+			if err == nil && resp.Status != nil {
+				ver = resp.Status.Version
+			}
+		}
+		if ver == "" {
+			return false, lowest
+		}
+		if lowest == "" || compareVersions(ver, lowest) < 0 {
+			lowest = ver
+		}
+	}
+	return self && compareVersions(lowest, v) >= 0, lowest
+}
+
+// publishLoop publishes this member's attributes (NodeName, ClientURLs)
+// through the log once the cluster version allows it, and then ends. It
+// checks with a growing interval, so a rolling upgrade that brings the
+// last member to 0.2.0 turns publishing on within a few election
+// timeouts.
+func (s *Store) publishLoop() {
+	ctx, cancel := s.stopContext()
+	defer cancel()
+	want := &wire.MemberAttrs{ID: s.id, Name: s.opts.NodeName, ClientURLs: s.opts.ClientURLs}
+	wait := s.opts.ElectionTimeout / 4
+	loggedBelow := ""
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		wait = min(wait*2, 5*s.opts.ElectionTimeout)
+		t.Reset(wait)
+		if a, ok := s.fsm.memberAttrs(s.id); ok && a.name == want.Name && slices.Equal(a.clientURLs, want.ClientURLs) {
+			return
+		}
+		if _, id := s.leader(); id == "" {
+			continue
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 2*s.opts.ElectionTimeout)
+		ok, lowest := s.clusterAtLeast(cctx, versionMemberAttrs)
+		if !ok {
+			ccancel()
+			if lowest != "" && lowest != loggedBelow {
+				loggedBelow = lowest
+				s.log.Info("cluster version is below "+versionMemberAttrs+": member attributes stay unpublished until every member is upgraded",
+					"node", s.id, "cluster_version", lowest)
+			}
+			continue
+		}
+		res, err := s.propose(cctx, &wire.Command{Type: wire.CmdMemberAttrs, Member: want})
+		ccancel()
+		if err == nil && res != nil {
+			err = res.err
+		}
+		if err != nil {
+			s.log.Debug("publishing member attributes failed; will retry", "node", s.id, "err", err)
+		}
 	}
 }
 

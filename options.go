@@ -110,6 +110,15 @@ type Options struct {
 	// NodeID.
 	NodeName string
 
+	// ClientURLs are the URLs at which clients reach this member (etcd's
+	// --advertise-client-urls), for a server such as etcdapi that exposes
+	// the store. The member publishes them, with NodeName, through the
+	// log, so every member's Members reports them, with or without gossip.
+	// Publishing waits until every member runs accord 0.2.0 or later (the
+	// cluster-version gate). At most 16 URLs of at most 256 bytes each.
+	// Default nil.
+	ClientURLs []string
+
 	// GossipAddr is the host:port the gossip agent (serf over memberlist)
 	// binds, on both TCP and UDP. The host must be an IP address (empty
 	// binds every interface); port 0 picks a free port (Store.GossipAddr
@@ -256,6 +265,7 @@ func (o *Options) withDefaults() (Options, error) {
 		c.GossipKey = nil
 	}
 	c.Peers = append([]string(nil), c.Peers...)
+	c.ClientURLs = append([]string(nil), c.ClientURLs...)
 	if c.PeerTLS != nil {
 		c.PeerTLS = c.PeerTLS.Clone()
 	}
@@ -340,6 +350,14 @@ func (c *Options) gossipProblems() []error {
 	}
 	if len(c.NodeName) > 128 || !utf8.ValidString(c.NodeName) || strings.ContainsFunc(c.NodeName, unicode.IsControl) {
 		bad("NodeName %q: use at most 128 bytes of printable UTF-8", c.NodeName)
+	}
+	if len(c.ClientURLs) > 16 {
+		bad("ClientURLs: %d URLs, at most 16", len(c.ClientURLs))
+	}
+	for _, u := range c.ClientURLs {
+		if u == "" || len(u) > 256 || !utf8.ValidString(u) || strings.ContainsFunc(u, unicode.IsControl) {
+			bad("ClientURLs: %q: use 1 to 256 bytes of printable UTF-8", u)
+		}
 	}
 	if c.GossipAddr != "" {
 		if c.PeerAddr == "" {

@@ -26,6 +26,9 @@ import (
 //	  header  rev, compactRev, key versions count, lease count
 //	  version key, rev, sub, create, ver, lease, tomb, value  (ascending key, then rev)
 //	  lease   id, ttl in milliseconds
+//	  member  id, name, client URL count, client URLs  (since 0.2.0; only
+//	          when a member published attributes, so that a cluster that
+//	          never opened the 0.2.0 gate writes snapshots 0.1.0 reads)
 //	  end
 //	sha256 of every byte before it (32 bytes)
 //
@@ -40,6 +43,7 @@ const (
 	frameVersion    = 2
 	frameLease      = 3
 	frameEnd        = 4
+	frameMember     = 5
 	snapFlushAtSize = 256 << 10
 )
 
@@ -48,10 +52,16 @@ type snapLease struct {
 	ttl time.Duration
 }
 
+type snapMember struct {
+	id    string
+	attrs memberAttrs
+}
+
 // snapState is everything a snapshot holds.
 type snapState struct {
-	view   *ksView
-	leases []snapLease
+	view    *ksView
+	leases  []snapLease
+	members []snapMember
 }
 
 func writeSnapshot(w io.Writer, st *snapState) error {
@@ -115,6 +125,18 @@ func writeSnapshotCtx(ctx context.Context, w io.Writer, st *snapState) error {
 		frame.Byte(frameLease)
 		frame.Varint(l.id)
 		frame.Varint(l.ttl.Milliseconds())
+		if err := emit(); err != nil {
+			return err
+		}
+	}
+	for _, m := range st.members {
+		frame.Byte(frameMember)
+		frame.String(m.id)
+		frame.String(m.attrs.name)
+		frame.Uvarint(uint64(len(m.attrs.clientURLs)))
+		for _, u := range m.attrs.clientURLs {
+			frame.String(u)
+		}
 		if err := emit(); err != nil {
 			return err
 		}
@@ -276,9 +298,31 @@ func readSnapshot(r io.Reader) (*snapState, error) {
 		seen[id] = true
 		st.leases = append(st.leases, snapLease{id: id, ttl: time.Duration(ms) * time.Millisecond})
 	}
-	d, kind, err = next()
-	if err != nil {
-		return nil, err
+	seenMember := make(map[string]bool)
+	for {
+		d, kind, err = next()
+		if err != nil {
+			return nil, err
+		}
+		if kind != frameMember {
+			break
+		}
+		m := snapMember{id: d.String()}
+		m.attrs.name = d.String()
+		if n := d.Count(1); n > 0 {
+			m.attrs.clientURLs = make([]string, n)
+			for i := range m.attrs.clientURLs {
+				m.attrs.clientURLs[i] = d.String()
+			}
+		}
+		if err := done(d, "member"); err != nil {
+			return nil, err
+		}
+		if m.id == "" || seenMember[m.id] {
+			return nil, snapCorrupt(fmt.Sprintf("invalid member %q", m.id), nil)
+		}
+		seenMember[m.id] = true
+		st.members = append(st.members, m)
 	}
 	if kind != frameEnd {
 		return nil, snapCorrupt("missing end frame", nil)
@@ -319,6 +363,9 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) error {
 	s.fsm.mu.RLock()
 	st := s.fsm.stateLocked()
 	s.fsm.mu.RUnlock()
+	// Member attributes describe this cluster's members; a restore makes a
+	// new cluster, so a backup leaves them out.
+	st.members = nil
 	if err := writeSnapshotCtx(ctx, w, st); err != nil {
 		return fmt.Errorf("accord: backup: %w", err)
 	}

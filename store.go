@@ -260,6 +260,9 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.wg.Go(s.readLoop)
 	s.wg.Go(s.expiryLoop)
 	s.wg.Go(s.progressLoop)
+	if peer != nil {
+		s.wg.Go(s.publishLoop)
+	}
 	if g != nil {
 		s.startGossip()
 	}

@@ -22,6 +22,7 @@ import (
 //	            | lease:varint ttl:varint      ; CmdLeaseGrant
 //	            | lease:varint                 ; CmdLeaseRevoke, CmdLeaseExpire
 //	            |                              ; CmdNoop: empty
+//	            | id:string name:string n:uvarint url:string*n ; CmdMemberAttrs
 //	txn         = ncmp:uvarint compare*ncmp
 //	              nsucc:uvarint op*nsucc nfail:uvarint op*nfail
 //	compare     = result:byte target:byte key:string range_end:string
@@ -457,6 +458,8 @@ func encodeCommand(e *Encoder, c *Command) error {
 		return strayField(c.Type, "LeaseID")
 	case c.LeaseTTLMillis != 0 && c.Type != CmdLeaseGrant:
 		return strayField(c.Type, "LeaseTTLMillis")
+	case c.Member != nil && c.Type != CmdMemberAttrs:
+		return strayField(c.Type, "Member")
 	}
 	e.Byte(CodecVersion)
 	e.Byte(byte(c.Type))
@@ -473,6 +476,16 @@ func encodeCommand(e *Encoder, c *Command) error {
 		e.Varint(c.LeaseTTLMillis)
 	case CmdLeaseRevoke, CmdLeaseExpire:
 		e.Varint(c.LeaseID)
+	case CmdMemberAttrs:
+		if c.Member == nil || c.Member.ID == "" {
+			return fmt.Errorf("%w: %s command without a member ID", ErrInvalidCommand, c.Type)
+		}
+		e.String(c.Member.ID)
+		e.String(c.Member.Name)
+		e.Uvarint(uint64(len(c.Member.ClientURLs)))
+		for _, u := range c.Member.ClientURLs {
+			e.String(u)
+		}
 	case CmdNoop:
 	}
 	return nil
@@ -595,6 +608,13 @@ func commandSize(c *Command) int {
 		n += varintSize(c.LeaseID) + varintSize(c.LeaseTTLMillis)
 	case CmdLeaseRevoke, CmdLeaseExpire:
 		n += varintSize(c.LeaseID)
+	case CmdMemberAttrs:
+		if m := c.Member; m != nil {
+			n += stringSize(len(m.ID)) + stringSize(len(m.Name)) + uvarintSize(uint64(len(m.ClientURLs)))
+			for _, u := range m.ClientURLs {
+				n += stringSize(len(u))
+			}
+		}
 	}
 	return n
 }
@@ -699,6 +719,18 @@ func DecodeCommand(b []byte) (*Command, error) {
 		c.LeaseTTLMillis = d.Varint()
 	case CmdLeaseRevoke, CmdLeaseExpire:
 		c.LeaseID = d.Varint()
+	case CmdMemberAttrs:
+		m := &MemberAttrs{ID: d.String(), Name: d.String()}
+		if n := d.Count(1); n > 0 {
+			m.ClientURLs = make([]string, n)
+			for i := range m.ClientURLs {
+				m.ClientURLs[i] = d.String()
+			}
+		}
+		if d.Err() == nil && m.ID == "" {
+			d.Fail(fmt.Errorf("%w: member attributes without an ID", ErrCorrupt))
+		}
+		c.Member = m
 	case CmdNoop:
 	}
 	if err := d.Finish(); err != nil {

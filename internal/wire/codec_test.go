@@ -69,6 +69,8 @@ var roundTripCases = []struct {
 	{"lease-grant-min", &Command{Type: CmdLeaseGrant, LeaseID: math.MinInt64, LeaseTTLMillis: math.MinInt64}},
 	{"lease-revoke", &Command{Type: CmdLeaseRevoke, LeaseID: 99}},
 	{"lease-expire", &Command{Type: CmdLeaseExpire, LeaseID: 100}},
+	{"member-attrs", &Command{Type: CmdMemberAttrs, Member: &MemberAttrs{ID: "n1", Name: "infra1", ClientURLs: []string{"http://127.0.0.1:2379", "http://10.0.0.1:2379"}}}},
+	{"member-attrs-bare", &Command{Type: CmdMemberAttrs, Member: &MemberAttrs{ID: "n1"}}},
 	{"lease-zero", &Command{Type: CmdLeaseRevoke}},
 	{"txn-empty", &Command{Type: CmdTxn, Txn: &TxnRequest{}}},
 	{"txn-empty-slices", &Command{Type: CmdTxn, Txn: &TxnRequest{Compare: []Compare{}, Success: []RequestOp{}, Failure: []RequestOp{}}}},
@@ -231,11 +233,18 @@ func TestEveryFieldEncoded(t *testing.T) {
 		}},
 		{"TxnRequest", reflect.TypeOf(TxnRequest{}), nil},
 		{"RequestOp", reflect.TypeOf(RequestOp{}), nil},
+		{"MemberAttrs", reflect.TypeOf(MemberAttrs{}), func(v reflect.Value) *Command {
+			m := v.Interface().(*MemberAttrs)
+			if m.ID == "" {
+				m.ID = "id" // required
+			}
+			return &Command{Type: CmdMemberAttrs, Member: m}
+		}},
 	}
 	// Fields whose round trip the table in TestRoundTrip covers, because
 	// they are structural rather than scalar.
 	structural := map[string]bool{
-		"Command.Type": true, "Command.Txn": true,
+		"Command.Type": true, "Command.Txn": true, "Command.Member": true,
 		"TxnRequest.Compare": true, "TxnRequest.Success": true, "TxnRequest.Failure": true,
 		"RequestOp.Range": true, "RequestOp.Put": true, "RequestOp.DeleteRange": true, "RequestOp.Txn": true,
 	}
@@ -263,6 +272,8 @@ func TestEveryFieldEncoded(t *testing.T) {
 				fv.SetBool(true)
 			case f.Type == reflect.TypeOf([]byte(nil)):
 				fv.SetBytes([]byte{0, 1, 2})
+			case f.Type == reflect.TypeOf([]string(nil)):
+				fv.Set(reflect.ValueOf([]string{"a", "\x00", ""}))
 			default:
 				t.Errorf("%s: field of type %s not handled by this test; extend it and the codec", name, f.Type)
 				continue
@@ -307,6 +318,8 @@ func TestGolden(t *testing.T) {
 		{&Command{Type: CmdLeaseGrant, LeaseID: -1, LeaseTTLMillis: 5000}, "010301904e"},
 		{&Command{Type: CmdLeaseRevoke, LeaseID: 1}, "010402"},
 		{&Command{Type: CmdLeaseExpire, LeaseID: 2}, "010504"},
+		// member attrs: id "a", name "b", 1 client URL "c"
+		{&Command{Type: CmdMemberAttrs, Member: &MemberAttrs{ID: "a", Name: "b", ClientURLs: []string{"c"}}}, "0107" + "0161" + "0162" + "01" + "0163"},
 		// txn: 0 compares, 1 success op (put "k"="v", lease 3, PrevKV|IgnoreLease), 0 failure ops
 		{&Command{Type: CmdTxn, Txn: &TxnRequest{Success: []RequestOp{{Put: &PutRequest{
 			Key: "k", Value: []byte("v"), Lease: 3, PrevKV: true, IgnoreLease: true,
@@ -377,7 +390,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"version-2", "0206", ErrUnknownVersion},
 		{"version-2-alone", "02", ErrUnknownVersion},
 		{"type-0", "0100", ErrCorrupt},
-		{"type-7", "0107", ErrUnknownCommand},
+		{"type-8", "0108", ErrUnknownCommand},
+		{"attrs-empty-id", "0107000000", ErrCorrupt},
+		{"attrs-url-count-lies", "01070161000005", ErrCorrupt},
 		{"type-255", "01ff", ErrUnknownCommand},
 		{"compact-truncated-varint", "010280", ErrTruncated},
 		{"compact-overlong-varint", "01028000", ErrCorrupt},
@@ -525,6 +540,9 @@ func TestEncodeErrors(t *testing.T) {
 		{"expire-with-compact", &Command{Type: CmdLeaseExpire, Compact: 5}, ErrInvalidCommand},
 		{"noop-with-lease", &Command{Type: CmdNoop, LeaseID: 5}, ErrInvalidCommand},
 		{"noop-with-ttl", &Command{Type: CmdNoop, LeaseTTLMillis: 5}, ErrInvalidCommand},
+		{"attrs-nil", &Command{Type: CmdMemberAttrs}, ErrInvalidCommand},
+		{"attrs-no-id", &Command{Type: CmdMemberAttrs, Member: &MemberAttrs{Name: "x"}}, ErrInvalidCommand},
+		{"noop-with-member", &Command{Type: CmdNoop, Member: &MemberAttrs{ID: "x"}}, ErrInvalidCommand},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,9 +26,14 @@ const (
 	CmdLeaseRevoke CmdType = 4 // explicit revoke by a client
 	CmdLeaseExpire CmdType = 5 // leader decided the lease expired; same effect as revoke
 	CmdNoop        CmdType = 6 // barrier/no-op; changes nothing
+	// CmdMemberAttrs publishes a member's attributes (name, client URLs),
+	// as etcd publishes its own. Added in accord 0.2.0: a member proposes
+	// it only once every member runs 0.2.0 or later (the root package's
+	// cluster-version gate), because 0.1.0 cannot apply it.
+	CmdMemberAttrs CmdType = 7
 
 	// cmdMax is one past the last known type.
-	cmdMax CmdType = 7
+	cmdMax CmdType = 8
 )
 
 // Known reports whether t is a command type this version understands.
@@ -50,6 +55,8 @@ func (t CmdType) String() string {
 		return "lease-expire"
 	case CmdNoop:
 		return "noop"
+	case CmdMemberAttrs:
+		return "member-attrs"
 	}
 	return "unknown"
 }
@@ -64,6 +71,15 @@ type Command struct {
 	LeaseID int64       // CmdLeaseGrant, CmdLeaseRevoke, CmdLeaseExpire
 	// LeaseTTLMillis is the granted TTL in milliseconds (CmdLeaseGrant).
 	LeaseTTLMillis int64
+	Member         *MemberAttrs // CmdMemberAttrs
+}
+
+// MemberAttrs are the attributes a member publishes about itself through
+// the log: they reach every member, with or without gossip.
+type MemberAttrs struct {
+	ID         string // the member's node ID; never empty
+	Name       string
+	ClientURLs []string
 }
 
 // Sort orders and targets, as etcd numbers them.
