@@ -72,6 +72,7 @@ type Op struct {
 
 	// watch
 	progressNotify bool
+	progressReq    <-chan struct{}
 	filterPut      bool
 	filterDelete   bool
 
@@ -212,6 +213,16 @@ func WithIgnoreLease() OpOption { return func(op *Op) { op.ignoreLease = true } 
 // WithProgressNotify makes a watch send an empty response now and then when
 // nothing changed, so that the receiver knows how current it is.
 func WithProgressNotify() OpOption { return func(op *Op) { op.progressNotify = true } }
+
+// WithProgressRequests lets the caller ask a watch how current it is: after
+// each receive from ch, the watch sends a progress notification (a response
+// without events) as soon as it has delivered every event up to the
+// current revision, carrying that revision. Requests that arrive while one
+// is pending are answered together. A server that multiplexes watches on
+// one stream (etcd's RequestProgress) combines the answers of its watches.
+func WithProgressRequests(ch <-chan struct{}) OpOption {
+	return func(op *Op) { op.progressReq = ch }
+}
 
 // WithFilterPut makes a watch drop put events.
 func WithFilterPut() OpOption { return func(op *Op) { op.filterPut = true } }

@@ -387,6 +387,17 @@ func (s *Store) isClosed() bool { return s.closed.Load() }
 // NodeID returns this node's permanent ID.
 func (s *Store) NodeID() string { return s.id }
 
+// ClusterName returns the name of the cluster this node belongs to
+// (Options.ClusterName).
+func (s *Store) ClusterName() string { return s.opts.ClusterName }
+
+// Revision returns the current revision of this member's state, without
+// contacting the leader (it may lag the cluster's). It never blocks.
+func (s *Store) Revision() int64 { return s.ks.Rev() }
+
+// Term returns the raft term as this member knows it. It never blocks.
+func (s *Store) Term() uint64 { return s.raft.CurrentTerm() }
+
 // PeerAddr returns the address other members reach this node at (the
 // advertised peer address), or "" without a peer listener.
 func (s *Store) PeerAddr() string {

@@ -32,6 +32,7 @@ type watcher struct {
 	filterPut      bool
 	filterDelete   bool
 	progressNotify bool
+	progressReq    <-chan struct{} // WithProgressRequests; nil: never
 
 	in   chan WatchResponse // from publish; revisions < next
 	wake chan struct{}      // cap 1: "you are behind, catch up"
@@ -213,7 +214,8 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) <-chan 
 	w := &watcher{
 		key: op.key, end: op.end, prevKV: op.prevKV,
 		filterPut: op.filterPut, filterDelete: op.filterDelete, progressNotify: op.progressNotify,
-		in:   make(chan WatchResponse, watchBuffer),
+		progressReq: op.progressReq,
+		in:          make(chan WatchResponse, watchBuffer),
 		wake: make(chan struct{}, 1),
 	}
 	s.closeMu.RLock()
@@ -243,14 +245,54 @@ func (s *Store) runWatcher(ctx context.Context, w *watcher, out chan<- WatchResp
 			return false
 		}
 	}
+	// progress answers a progress request if the watcher is synced:
+	// everything published is then in w.in, and once that is drained (under
+	// hub.mu, so nothing new slips in) every event up to lastPub has been
+	// delivered. Otherwise the request waits for the end of the catch-up.
+	pending := false
+	progress := func() bool {
+		for {
+			for drained := false; !drained; {
+				select {
+				case r := <-w.in:
+					if !send(w.copyOut(r)) {
+						return false
+					}
+				default:
+					drained = true
+				}
+			}
+			s.hub.mu.Lock()
+			if !w.synced {
+				s.hub.mu.Unlock()
+				pending = true
+				return true
+			}
+			if len(w.in) > 0 {
+				s.hub.mu.Unlock()
+				continue
+			}
+			rev := max(s.hub.lastPub, w.sent)
+			s.hub.mu.Unlock()
+			pending = false
+			return send(WatchResponse{Revision: rev})
+		}
+	}
 	for {
 		select {
 		case r := <-w.in:
 			if !send(w.copyOut(r)) {
 				return
 			}
+		case <-w.progressReq:
+			if !progress() {
+				return
+			}
 		case <-w.wake:
 			if !s.catchUp(w, send) {
+				return
+			}
+			if pending && !progress() {
 				return
 			}
 		case <-ctx.Done():
