@@ -1,0 +1,396 @@
+// Package etcdapi serves an accord Store over the etcd v3 API: the gRPC
+// services (KV, Watch, Lease, Cluster, Maintenance, Auth.Authenticate and
+// the gRPC health service) and etcd's HTTP/JSON gateway (/v3/kv/put,
+// /v3/kv/range, /v3/watch, ...) plus /health and /version, all on one
+// client port, so that stock etcdctl and programs written against
+// go.etcd.io/etcd/client/v3 work unchanged.
+//
+// Requests are served by the Store's public API, so every semantic (and
+// forwarding from a follower to the leader) is the Store's; this package
+// translates messages and errors. Errors carry etcd's gRPC codes and exact
+// messages (go.etcd.io/etcd/api/v3/v3rpc/rpctypes), because clientv3
+// recognises errors by their text.
+//
+// The root accord package does not import gRPC or etcd; only this package
+// does.
+package etcdapi
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/accordkv/accord"
+)
+
+// Version is the etcd server version this package reports (Maintenance
+// Status, /version): the etcd API level it implements, with accord's own
+// version as semver build metadata. Clients compare only the numeric part.
+var Version = EtcdAPIVersion + "+accord." + accord.ReleaseVersion
+
+// EtcdAPIVersion is the etcd release whose v3 API this package implements.
+const EtcdAPIVersion = "3.7.0"
+
+// Options configures a Server. The zero value (or nil) serves plaintext
+// with etcd's default limits.
+type Options struct {
+	// TLS, if set, serves the client port over TLS with this
+	// configuration (it must hold the server certificate). Set ClientCAs
+	// and ClientAuth to tls.RequireAndVerifyClientCert for etcd's
+	// --client-cert-auth. Default nil: plaintext.
+	TLS *tls.Config
+
+	// Logger receives what no client sees as an error (a failed accept, a
+	// broken stream). Default nil: nothing is logged.
+	Logger *slog.Logger
+
+	// PeerURLScheme is the scheme of the peer URLs Cluster calls report
+	// and accept ("http" or "https"). Default "http".
+	PeerURLScheme string
+
+	// MaxRequestBytes caps the size of one request (etcd's
+	// --max-request-bytes); the gRPC receive limit is this plus 512 KiB,
+	// as in etcd. Default 1.5 MiB.
+	MaxRequestBytes int
+
+	// HTTPHandler, if set, serves HTTP/1 requests whose path the etcd API
+	// does not own (for example /metrics). Default nil: 404.
+	HTTPHandler http.Handler
+}
+
+// Defaults, as etcd has them.
+const (
+	defaultMaxRequestBytes = 3 * 1024 * 1024 / 2
+	grpcOverheadBytes      = 512 * 1024
+	maxSendBytes           = 1<<31 - 1
+)
+
+// Server serves one Store over the etcd v3 API. Create it with New, run it
+// with Serve, stop it with Close. Its methods are safe for concurrent use.
+type Server struct {
+	store *accord.Store
+	opts  Options
+	log   *slog.Logger
+
+	clusterID uint64
+	memberID  uint64
+
+	grpc   *grpc.Server
+	health *health.Server
+	http   *http.Server
+	h2     *http2.Server
+	gw     http.Handler // the JSON gateway and /health, /version
+
+	grpcConns *connListener // connections speaking gRPC natively
+	httpConns *connListener // HTTP/1 connections
+	inner     *connListener // the gateway's in-process gRPC connections
+	gwConn    *grpc.ClientConn
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+
+	mu  sync.Mutex // guards lns
+	lns []net.Listener
+}
+
+// New returns a Server for s. It does not listen: call Serve.
+func New(s *accord.Store, opts *Options) (*Server, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.PeerURLScheme == "" {
+		o.PeerURLScheme = "http"
+	}
+	if o.PeerURLScheme != "http" && o.PeerURLScheme != "https" {
+		return nil, fmt.Errorf("etcdapi: PeerURLScheme %q: want http or https", o.PeerURLScheme)
+	}
+	if o.MaxRequestBytes == 0 {
+		o.MaxRequestBytes = defaultMaxRequestBytes
+	}
+	if o.MaxRequestBytes < 0 {
+		return nil, fmt.Errorf("etcdapi: MaxRequestBytes %d is negative", o.MaxRequestBytes)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv := &Server{
+		store:     s,
+		opts:      o,
+		log:       log,
+		clusterID: ClusterID(s.ClusterName()),
+		memberID:  MemberID(s.NodeID()),
+		stop:      make(chan struct{}),
+		grpcConns: newConnListener(),
+		httpConns: newConnListener(),
+		inner:     newConnListener(),
+	}
+	srv.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(o.MaxRequestBytes+grpcOverheadBytes),
+		grpc.MaxSendMsgSize(maxSendBytes),
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+	)
+	pb.RegisterKVServer(srv.grpc, &kvServer{srv: srv})
+	pb.RegisterWatchServer(srv.grpc, &watchServer{srv: srv})
+	pb.RegisterLeaseServer(srv.grpc, &leaseServer{srv: srv})
+	pb.RegisterClusterServer(srv.grpc, &clusterServer{srv: srv})
+	pb.RegisterMaintenanceServer(srv.grpc, &maintenanceServer{srv: srv})
+	pb.RegisterAuthServer(srv.grpc, &authServer{srv: srv})
+	srv.health = health.NewServer()
+	srv.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv.grpc, srv.health)
+
+	gw, conn, err := srv.newGateway()
+	if err != nil {
+		return nil, err
+	}
+	srv.gw, srv.gwConn = gw, conn
+	srv.http = &http.Server{Handler: http.HandlerFunc(srv.serveHTTP), ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	srv.h2 = &http2.Server{MaxConcurrentStreams: 1 << 20}
+	srv.wg.Go(func() { _ = srv.grpc.Serve(srv.grpcConns) })
+	srv.wg.Go(func() { _ = srv.grpc.Serve(srv.inner) })
+	srv.wg.Go(func() { _ = srv.http.Serve(srv.httpConns) })
+	return srv, nil
+}
+
+// Serve accepts client connections on ln until Close, then returns nil;
+// it returns the listener's error if Accept fails otherwise. It may be
+// called for several listeners (etcd's --listen-client-urls lists
+// several). With Options.TLS every connection must speak TLS.
+func (srv *Server) Serve(ln net.Listener) error {
+	srv.mu.Lock()
+	select {
+	case <-srv.stop:
+		srv.mu.Unlock()
+		return nil
+	default:
+	}
+	srv.lns = append(srv.lns, ln)
+	srv.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-srv.stop:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				srv.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+				select {
+				case <-time.After(delay):
+				case <-srv.stop:
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("etcdapi: serve: %w", err)
+		}
+		delay = 0
+		srv.wg.Go(func() { srv.dispatch(c) })
+	}
+}
+
+// http2Preface is what every HTTP/2 client (gRPC included) sends first.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// dispatch hands a new connection to the gRPC server (HTTP/2) or the
+// HTTP/1 server, after the TLS handshake when TLS is on. Plaintext HTTP/2
+// goes to gRPC's own transport, the fast path clients use; HTTP/2 over TLS
+// (curl negotiates it too) goes through a handler that sends gRPC requests
+// to gRPC and the rest to the gateway.
+func (srv *Server) dispatch(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if srv.opts.TLS != nil {
+		cfg := srv.opts.TLS.Clone()
+		if len(cfg.NextProtos) == 0 {
+			cfg.NextProtos = []string{"h2", "http/1.1"}
+		}
+		tc := tls.Server(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			srv.log.Debug("client TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
+			_ = c.Close()
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			srv.h2.ServeConn(tc, &http2.ServeConnOpts{Handler: http.HandlerFunc(srv.serveMixed), BaseConfig: srv.http})
+			return
+		}
+		srv.httpConns.push(tc)
+		return
+	}
+	br := bufio.NewReaderSize(c, 64)
+	head, err := br.Peek(len(http2Preface))
+	_ = c.SetReadDeadline(time.Time{})
+	pc := &peekedConn{Conn: c, r: br}
+	if err == nil && string(head) == http2Preface {
+		srv.grpcConns.push(pc)
+		return
+	}
+	if len(head) == 0 && err != nil {
+		_ = c.Close()
+		return
+	}
+	srv.httpConns.push(pc)
+}
+
+// serveMixed serves HTTP/2 over TLS: gRPC to gRPC, the rest as HTTP.
+func (srv *Server) serveMixed(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		srv.grpc.ServeHTTP(w, r)
+		return
+	}
+	srv.serveHTTP(w, r)
+}
+
+// serveHTTP serves the JSON gateway, /health and /version, and hands
+// anything else to Options.HTTPHandler.
+func (srv *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/v3/"), r.URL.Path == "/health", r.URL.Path == "/version", r.URL.Path == "/readyz", r.URL.Path == "/livez":
+		srv.gw.ServeHTTP(w, r)
+	case srv.opts.HTTPHandler != nil:
+		srv.opts.HTTPHandler.ServeHTTP(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// Close stops serving: listeners close, streams end, in-flight calls are
+// cancelled. It does not close the Store. Close is idempotent.
+func (srv *Server) Close() error {
+	srv.stopOnce.Do(func() {
+		close(srv.stop)
+		srv.mu.Lock()
+		for _, ln := range srv.lns {
+			_ = ln.Close()
+		}
+		srv.mu.Unlock()
+		srv.health.Shutdown()
+		_ = srv.gwConn.Close()
+		srv.grpc.Stop()
+		_ = srv.http.Close()
+		srv.grpcConns.close()
+		srv.httpConns.close()
+		srv.inner.close()
+	})
+	srv.wg.Wait()
+	return nil
+}
+
+// header returns a response header at revision rev.
+func (srv *Server) header(rev int64) *pb.ResponseHeader {
+	return &pb.ResponseHeader{
+		ClusterId: srv.clusterID,
+		MemberId:  srv.memberID,
+		Revision:  rev,
+		RaftTerm:  srv.store.Term(),
+	}
+}
+
+// currentHeader returns a header at this member's current revision.
+func (srv *Server) currentHeader() *pb.ResponseHeader { return srv.header(srv.store.Revision()) }
+
+// MemberID is the etcd member ID of the accord node with the given ID: the
+// first 8 bytes of its SHA-256, never 0. Every member computes the same
+// value, so the IDs etcdctl prints are stable across restarts.
+func MemberID(nodeID string) uint64 { return hashID("member\x00" + nodeID) }
+
+// ClusterID is the etcd cluster ID of the accord cluster with the given
+// name.
+func ClusterID(clusterName string) uint64 { return hashID("cluster\x00" + clusterName) }
+
+func hashID(s string) uint64 {
+	sum := sha256.Sum256([]byte(s))
+	if id := binary.BigEndian.Uint64(sum[:8]); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// peekedConn is a connection whose first bytes were read into r.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// connListener is a net.Listener fed with connections by push, so that
+// one accepted socket can be handed to gRPC or to net/http.
+type connListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) close() { l.once.Do(func() { close(l.done) }) }
+
+func (l *connListener) Close() error { l.close(); return nil }
+
+func (l *connListener) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "in-process" }
+
+// dialInner connects the gateway to the gRPC server in process.
+func (srv *Server) dialInner(ctx context.Context, _ string) (net.Conn, error) {
+	a, b := net.Pipe()
+	select {
+	case srv.inner.ch <- b:
+		return a, nil
+	case <-srv.inner.done:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
