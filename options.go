@@ -140,6 +140,16 @@ type Options struct {
 	// stable (see NonVoter, MaxVoters). Default nil.
 	Join []string
 
+	// InitialCluster lists every voter of a new cluster by node ID and peer
+	// address, as etcd's --initial-cluster with
+	// --initial-cluster-state=new does: a node whose data directory is empty
+	// bootstraps exactly this configuration. Give every initial member the
+	// same list (raft accepts identical bootstraps); NodeID must be set and
+	// be in the list, with this node's advertised peer address. A node with
+	// raft state never bootstraps again, so the list is then ignored.
+	// Excludes JoinExisting and BootstrapExpect > 1. Default nil.
+	InitialCluster []InitialMember
+
 	// BootstrapExpect is how many voters form a new cluster. 1: this node
 	// bootstraps a cluster of its own when its data directory is empty (and
 	// others can Join it). N > 1: on an empty data directory, the node waits
@@ -250,7 +260,7 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Version == "" {
 		c.Version = ReleaseVersion
 	}
-	if c.BootstrapExpect == 0 && len(c.Join) == 0 && !c.NonVoter {
+	if c.BootstrapExpect == 0 && len(c.Join) == 0 && !c.NonVoter && len(c.InitialCluster) == 0 {
 		c.BootstrapExpect = 1
 	}
 	if c.MaxVoters == 0 {
@@ -266,6 +276,8 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	c.Peers = append([]string(nil), c.Peers...)
 	c.ClientURLs = append([]string(nil), c.ClientURLs...)
+	c.InitialCluster = append([]InitialMember(nil), c.InitialCluster...)
+
 	if c.PeerTLS != nil {
 		c.PeerTLS = c.PeerTLS.Clone()
 	}
@@ -308,6 +320,30 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.AdvertisePeerAddr != "" && c.PeerAddr == "" {
 		bad("AdvertisePeerAddr is set but PeerAddr is not")
+	}
+	if len(c.InitialCluster) > 0 {
+		ids, addrs := map[string]bool{}, map[string]bool{}
+		for _, m := range c.InitialCluster {
+			if m.ID == "" || m.PeerAddr == "" {
+				bad("InitialCluster entry %+v: both ID and PeerAddr are required", m)
+			}
+			if ids[m.ID] || addrs[m.PeerAddr] {
+				bad("InitialCluster lists %q / %q twice", m.ID, m.PeerAddr)
+			}
+			ids[m.ID], addrs[m.PeerAddr] = true, true
+		}
+		switch {
+		case c.PeerAddr == "":
+			bad("InitialCluster needs PeerAddr")
+		case c.NodeID == "":
+			bad("InitialCluster needs NodeID: this node's ID in the list")
+		case !ids[c.NodeID]:
+			bad("InitialCluster does not list this node's NodeID %q", c.NodeID)
+		case c.JoinExisting:
+			bad("InitialCluster and JoinExisting exclude each other: a new cluster or an existing one")
+		case c.BootstrapExpect > 1:
+			bad("InitialCluster and BootstrapExpect %d exclude each other", c.BootstrapExpect)
+		}
 	}
 	if c.JoinExisting && (c.PeerAddr == "" || len(c.Peers) == 0) {
 		bad("JoinExisting needs PeerAddr and Peers")
@@ -416,4 +452,10 @@ func (c *Options) gossipProblems() []error {
 		bad("ReapTimeout %v is negative", c.ReapTimeout)
 	}
 	return errs
+}
+
+// InitialMember is one voter of a new cluster (Options.InitialCluster).
+type InitialMember struct {
+	ID       string // the member's NodeID
+	PeerAddr string // its advertised peer address, host:port
 }

@@ -198,6 +198,17 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("accord: open: %w", err)
 		}
+		if !has && len(o.InitialCluster) > 0 {
+			conf, err := initialConfiguration(o.InitialCluster, self)
+			if err != nil {
+				return nil, err
+			}
+			if err := raft.BootstrapCluster(s.raftConfig(), logs, logs, snaps, trans, conf); err != nil {
+				return nil, fmt.Errorf("accord: open: bootstrap: %w", err)
+			}
+			latestConf = &conf
+			has = true
+		}
 		if !has && !o.JoinExisting && o.BootstrapExpect == 1 {
 			conf := raft.Configuration{Servers: []raft.Server{self}}
 			if err := raft.BootstrapCluster(s.raftConfig(), logs, logs, snaps, trans, conf); err != nil {
@@ -368,6 +379,20 @@ func (s *Store) Close() error {
 		s.closeErr = err
 	})
 	return s.closeErr
+}
+
+// initialConfiguration is the raft configuration of Options.InitialCluster.
+// This node's entry must carry the address it advertises, or the others
+// could never reach it.
+func initialConfiguration(members []InitialMember, self raft.Server) (raft.Configuration, error) {
+	var conf raft.Configuration
+	for _, m := range members {
+		if m.ID == string(self.ID) && m.PeerAddr != string(self.Address) {
+			return conf, fmt.Errorf("accord: open: InitialCluster gives this node (%s) peer address %s, but it advertises %s", m.ID, m.PeerAddr, self.Address)
+		}
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.PeerAddr)})
+	}
+	return conf, nil
 }
 
 // goTracked starts f as a store-owned goroutine, unless the store is
