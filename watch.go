@@ -216,7 +216,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) <-chan 
 		filterPut: op.filterPut, filterDelete: op.filterDelete, progressNotify: op.progressNotify,
 		progressReq: op.progressReq,
 		in:          make(chan WatchResponse, watchBuffer),
-		wake: make(chan struct{}, 1),
+		wake:        make(chan struct{}, 1),
 	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
