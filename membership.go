@@ -514,6 +514,85 @@ func (s *Store) publishLoop() {
 	}
 }
 
+// Removed returns a channel that is closed when this member learns that
+// the cluster removed it (RemoveMember, etcd's member remove): the store
+// then closes itself, as a removed etcd member stops, and every call
+// returns ErrClosed. A removed member's data directory cannot rejoin; add
+// the node again as a new member with an empty directory. Detection runs
+// for members without gossip (with gossip, Leave is the way out, and the
+// leader re-adds a live gossiping node). It takes a few election timeouts
+// after the removal: the member notices it hears from no leader, or that
+// its configuration lacks it, and asks the other members; only the
+// leader's word counts.
+func (s *Store) Removed() <-chan struct{} { return s.removed }
+
+// removedLoop watches for this member's removal; see Removed.
+func (s *Store) removedLoop() {
+	ctx, cancel := s.stopContext()
+	defer cancel()
+	t := time.NewTicker(max(2*s.opts.ElectionTimeout, 100*time.Millisecond))
+	defer t.Stop()
+	wasMember := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		conf, err := s.configuration()
+		if err != nil {
+			continue
+		}
+		in := slices.ContainsFunc(conf.Servers, func(srv raft.Server) bool { return string(srv.ID) == s.id })
+		wasMember = wasMember || in
+		if !wasMember {
+			continue // joining: not added yet, or not told yet
+		}
+		if _, leader := s.leader(); in && leader != "" {
+			continue
+		}
+		cctx, ccancel := context.WithTimeout(ctx, s.opts.ElectionTimeout)
+		gone := s.leaderSaysRemoved(cctx, conf)
+		ccancel()
+		if gone {
+			s.removedOnce.Do(func() { close(s.removed) })
+			s.log.Error("this member was removed from the cluster; it stops (its data directory cannot rejoin)", "node", s.id)
+			go s.Close() // not tracked: Close waits for this loop
+			return
+		}
+	}
+}
+
+// leaderSaysRemoved asks the members of conf, and the leader they name,
+// whether this member is still in the configuration; only a leader's "no"
+// counts.
+func (s *Store) leaderSaysRemoved(ctx context.Context, conf raft.Configuration) bool {
+	ask := func(addr string) (leaderAddr string, removed bool) {
+		resp, err := s.peer.call(ctx, addr, &wire.Request{Type: wire.RPCMemberCheck, MemberID: s.id, From: s.id})
+		if err != nil || errFromWire(resp) != nil {
+			return "", false
+		}
+		if resp.LeaderAddr == addr && resp.MemberID == "" {
+			return addr, true
+		}
+		return resp.LeaderAddr, false
+	}
+	for _, srv := range conf.Servers {
+		if string(srv.ID) == s.id {
+			continue
+		}
+		leaderAddr, removed := ask(string(srv.Address))
+		if removed {
+			return true
+		}
+		if leaderAddr != "" && leaderAddr != string(srv.Address) && leaderAddr != s.addr {
+			_, removed := ask(leaderAddr)
+			return removed
+		}
+	}
+	return false
+}
+
 // compareVersions compares dotted numeric versions ("0.1.0"); a part that
 // does not parse compares as 0.
 func compareVersions(a, b string) int {

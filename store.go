@@ -42,6 +42,9 @@ type Store struct {
 	stop chan struct{} // closed by Close: every loop and waiter ends
 	wg   sync.WaitGroup
 
+	removed     chan struct{} // closed when the cluster removed this member
+	removedOnce sync.Once
+
 	// closeMu is held for reading while starting a goroutine on s.wg and
 	// for writing while setting closed, so that no goroutine starts once
 	// Close is waiting for them.
@@ -188,6 +191,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		stop:     make(chan struct{}),
 		readyCh:  make(chan struct{}),
 		readKick: make(chan struct{}, 1),
+		removed:  make(chan struct{}),
 	}
 	s.hub = newWatchHub(ks)
 	s.fsm = newFSM(s.log, ks, s.hub, s.lessor)
@@ -273,6 +277,9 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.wg.Go(s.progressLoop)
 	if peer != nil {
 		s.wg.Go(s.publishLoop)
+		if g == nil {
+			s.wg.Go(s.removedLoop)
+		}
 	}
 	if g != nil {
 		s.startGossip()

@@ -570,6 +570,13 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 			resp.MemberID = id
 		}
 		return resp
+	case wire.RPCMemberCheck:
+		addr, leader := s.leader()
+		resp := &wire.Response{LeaderID: leader, LeaderAddr: addr}
+		if _, err := s.findMember(req.MemberID); err == nil {
+			resp.MemberID = req.MemberID
+		}
+		return resp
 	case wire.RPCMemberLookup:
 		id, err := s.memberByAddr(req.Addr)
 		if err != nil {

@@ -27,7 +27,7 @@ import (
 //	            | lease:varint                ; RPCLeaseKeepAlive
 //	            | lease:varint keys:bool      ; RPCLeaseTimeToLive
 //	            | addr:string                 ; RPCMemberLookup
-//	            | member_id:string            ; RPCMemberRemove, RPCMemberPromote
+//	            | member_id:string            ; RPCMemberRemove, RPCMemberPromote, RPCMemberCheck
 //	            | member_id:string addr:string ; RPCMemberUpdate
 //	            | addr:string learner:bool    ; RPCMemberAdd
 //
@@ -159,8 +159,14 @@ const (
 	// voter.
 	RPCMemberPromote RPCType = 10
 
+	// RPCMemberCheck asks whether Request.MemberID is in the responder's
+	// latest configuration: Response.MemberID echoes it if so and is empty
+	// if not; Response.LeaderID is the leader as the responder knows it.
+	// Added in 0.2.0; an older member answers ErrCodeUnsupported.
+	RPCMemberCheck RPCType = 11
+
 	// rpcMax is one past the last known type.
-	rpcMax RPCType = 11
+	rpcMax RPCType = 12
 )
 
 // Known reports whether t is an RPC type this version understands.
@@ -190,6 +196,8 @@ func (t RPCType) String() string {
 		return "member-add"
 	case RPCMemberPromote:
 		return "member-promote"
+	case RPCMemberCheck:
+		return "member-check"
 	}
 	return "unknown"
 }
@@ -454,7 +462,7 @@ func encodeRequest(e *Encoder, r *Request) error {
 		return strayRequestField(r.Type, "Keys")
 	case r.Addr != "" && r.Type != RPCMemberLookup && r.Type != RPCMemberUpdate && r.Type != RPCMemberAdd:
 		return strayRequestField(r.Type, "Addr")
-	case r.MemberID != "" && r.Type != RPCMemberRemove && r.Type != RPCMemberUpdate && r.Type != RPCMemberPromote:
+	case r.MemberID != "" && r.Type != RPCMemberRemove && r.Type != RPCMemberUpdate && r.Type != RPCMemberPromote && r.Type != RPCMemberCheck:
 		return strayRequestField(r.Type, "MemberID")
 	case r.Learner && r.Type != RPCMemberAdd:
 		return strayRequestField(r.Type, "Learner")
@@ -473,7 +481,7 @@ func encodeRequest(e *Encoder, r *Request) error {
 		e.Bool(r.Keys)
 	case RPCMemberLookup:
 		e.String(r.Addr)
-	case RPCMemberRemove, RPCMemberPromote:
+	case RPCMemberRemove, RPCMemberPromote, RPCMemberCheck:
 		e.String(r.MemberID)
 	case RPCMemberUpdate:
 		e.String(r.MemberID)
@@ -531,7 +539,7 @@ func DecodeRequest(b []byte) (*Request, error) {
 		r.Keys = d.Bool()
 	case RPCMemberLookup:
 		r.Addr = d.String()
-	case RPCMemberRemove, RPCMemberPromote:
+	case RPCMemberRemove, RPCMemberPromote, RPCMemberCheck:
 		r.MemberID = d.String()
 	case RPCMemberUpdate:
 		r.MemberID = d.String()

@@ -129,6 +129,7 @@ var rpcRequestCases = []struct {
 	{"member-add", &Request{Type: RPCMemberAdd, Addr: "10.0.0.4:2380", Learner: true, From: "node-1"}},
 	{"member-add-voter", &Request{Type: RPCMemberAdd, Addr: "10.0.0.4:2380"}},
 	{"member-promote", &Request{Type: RPCMemberPromote, MemberID: "node-4"}},
+	{"member-check", &Request{Type: RPCMemberCheck, MemberID: "node-4", From: "node-4"}},
 }
 
 var rpcResponseCases = []struct {
@@ -559,7 +560,7 @@ func TestRPCGolden(t *testing.T) {
 // TestRPCProtocolValues pins the numeric values of RPC types and error
 // codes, which are part of the protocol.
 func TestRPCProtocolValues(t *testing.T) {
-	types := []RPCType{RPCInvalid, RPCForward, RPCReadIndex, RPCLeaseKeepAlive, RPCLeaseTimeToLive, RPCStatus, RPCMemberLookup, RPCMemberRemove, RPCMemberUpdate, RPCMemberAdd, RPCMemberPromote}
+	types := []RPCType{RPCInvalid, RPCForward, RPCReadIndex, RPCLeaseKeepAlive, RPCLeaseTimeToLive, RPCStatus, RPCMemberLookup, RPCMemberRemove, RPCMemberUpdate, RPCMemberAdd, RPCMemberPromote, RPCMemberCheck}
 	for i, typ := range types {
 		if int(typ) != i {
 			t.Errorf("%s = %d, want %d", typ, typ, i)
@@ -711,7 +712,7 @@ func TestRPCDecodeErrors(t *testing.T) {
 		{"req-version-2", false, "020200", ErrUnknownVersion},
 		{"req-version-2-alone", false, "02", ErrUnknownVersion},
 		{"req-type-0", false, "0100", ErrCorrupt},
-		{"req-type-11", false, "010b", ErrUnknownRPC},
+		{"req-type-12", false, "010c", ErrUnknownRPC},
 		{"req-type-255", false, "01ff0000", ErrUnknownRPC},
 		{"req-no-from", false, "0102", ErrTruncated},
 		{"req-no-timeout", false, "010200", ErrTruncated},

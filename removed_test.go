@@ -1,0 +1,80 @@
+package accord
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestRemovedMemberStops: a member removed from the cluster learns it and
+// closes itself, whether it was a follower or the leader; a member that is
+// merely cut off does not.
+func TestRemovedMemberStops(t *testing.T) {
+	c := newTestCluster(t, 4, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	// Cut off, not removed: it must stay.
+	cut := c.follower()
+	cut.partition()
+	pace(ctx, 6*clusterElection)
+	cut.heal()
+
+	waitRemoved := func(nd *testNode) {
+		t.Helper()
+		select {
+		case <-nd.store().Removed():
+		case <-ctx.Done():
+			t.Fatalf("node %d never learned it was removed", nd.idx)
+		}
+		eventually(t, 10*time.Second, "removed store closes", func() error {
+			if _, err := nd.store().Get(ctx, "k", WithSerializable()); !errors.Is(err, ErrClosed) {
+				return errors.New("still open")
+			}
+			return nil
+		})
+		nd.forget()
+	}
+
+	l := c.leader()
+	var f *testNode
+	for _, nd := range c.nodes {
+		if nd != cut && nd != l {
+			f = nd
+			break
+		}
+	}
+	if err := l.store().RemoveMember(ctx, f.store().NodeID()); err != nil {
+		t.Fatal(err)
+	}
+	waitRemoved(f)
+
+	// The leader removes itself: it steps down and then stops.
+	l = c.leader()
+	if l == cut {
+		if err := l.store().TransferLeadership(ctx, ""); err != nil {
+			t.Fatal(err)
+		}
+		l = c.leader()
+	}
+	if err := l.store().RemoveMember(ctx, l.store().NodeID()); err != nil && !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatal(err)
+	}
+	waitRemoved(l)
+
+	// The rest keep serving, and the cut-off member was not removed.
+	nl := c.leader()
+	if _, err := nl.store().Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cut.store().Removed():
+		t.Fatal("a member that was only cut off thinks it was removed")
+	default:
+	}
+	ms, err := nl.store().Members(ctx)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("members %+v %v", ms, err)
+	}
+}
