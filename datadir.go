@@ -12,11 +12,13 @@ import (
 	"hash/crc64"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -476,3 +478,89 @@ type indexedReader struct {
 }
 
 func (r *indexedReader) snapshotIndex() uint64 { return r.index }
+
+// diskGuard keeps writes off a full disk (Options.MinFreeDiskBytes). It
+// checks the file system of the data directory every diskCheckInterval,
+// and again, at most every diskRecheckInterval, on a write refused for
+// lack of space, so that writes resume promptly once space is back.
+type diskGuard struct {
+	dir  string
+	min  uint64 // 0: off
+	log  *slog.Logger
+	free atomic.Pointer[func(dir string) (uint64, bool)] // freeDiskBytes; tests swap it
+
+	full      atomic.Bool
+	lastCheck atomic.Int64 // unix nanos of the last check
+}
+
+const (
+	diskCheckInterval   = time.Second
+	diskRecheckInterval = 100 * time.Millisecond
+)
+
+func newDiskGuard(dir string, minFree int64, log *slog.Logger) *diskGuard {
+	g := &diskGuard{dir: dir, log: log}
+	f := freeDiskBytes
+	g.free.Store(&f)
+	if minFree > 0 {
+		g.min = uint64(minFree)
+	}
+	g.check()
+	return g
+}
+
+// check reads the free space and updates full, logging transitions.
+func (g *diskGuard) check() {
+	if g.min == 0 {
+		return
+	}
+	g.lastCheck.Store(time.Now().UnixNano())
+	free, ok := (*g.free.Load())(g.dir)
+	if !ok {
+		return
+	}
+	full := free < g.min
+	if g.full.Swap(full) != full {
+		if full {
+			g.log.Error("disk almost full: refusing writes until space is freed", "free_bytes", free, "min_free_bytes", g.min)
+		} else {
+			g.log.Info("disk space is back: accepting writes again", "free_bytes", free)
+		}
+	}
+}
+
+func (g *diskGuard) loop(stop <-chan struct{}) {
+	if g.min == 0 {
+		return
+	}
+	t := time.NewTicker(diskCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			g.check()
+		}
+	}
+}
+
+// refuse returns ErrNoSpace for a command that adds data while the disk is
+// full. Commands that free space or keep the cluster running (revoke,
+// expiry, compaction, no-ops, member attributes) pass: they are small and
+// MinFreeDiskBytes leaves room for them.
+func (g *diskGuard) refuse(t wire.CmdType) error {
+	if t != wire.CmdTxn && t != wire.CmdLeaseGrant {
+		return nil
+	}
+	if !g.full.Load() {
+		return nil
+	}
+	if time.Since(time.Unix(0, g.lastCheck.Load())) >= diskRecheckInterval {
+		g.check()
+		if !g.full.Load() {
+			return nil
+		}
+	}
+	return ErrNoSpace
+}

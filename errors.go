@@ -100,6 +100,17 @@ var (
 	// ErrInUse is returned by Open and Restore for a data directory that
 	// another Store holds open. Only one Store may open a directory.
 	ErrInUse = errors.New("accord: data directory in use")
+
+	// ErrNoSpace is returned by writes while the disk holding the data
+	// directory (of this member, or of the leader it forwards to) has less
+	// free space than Options.MinFreeDiskBytes. Nothing was written; retry
+	// once space is freed.
+	ErrNoSpace = errors.New("accord: disk full: no space left for the raft log")
+
+	// ErrConflict is returned by Var.CompareAndSet when the key (or prefix)
+	// changed after the given revision: nothing was written. Read the Var
+	// again and retry.
+	ErrConflict = errors.New("accord: compare-and-set conflict: changed since the given revision")
 )
 
 // NotLeaderError says which node is the leader, when it is known. It matches

@@ -59,6 +59,15 @@ type Options struct {
 	// (etcd's --max-request-bytes).
 	MaxRequestBytes int
 
+	// MinFreeDiskBytes is the free space the file system holding the data
+	// directory must keep: below it, writes (Put, Delete, Txn, Grant) fail
+	// at once with ErrNoSpace instead of reaching the raft log, where a
+	// failed append makes a leader step down and re-elect over and over.
+	// Reads, Revoke and Compact keep working, and writes resume by
+	// themselves once space is back. Default 64 MiB; -1 turns the check
+	// off.
+	MinFreeDiskBytes int64
+
 	// MaxTxnOps caps the compares and the operations of each branch of a
 	// transaction; a nested transaction gets what its parent level leaves
 	// (MaxTxnOps minus the parent's count), as in etcd. Default 128 (etcd's
@@ -208,6 +217,7 @@ const (
 	defaultTrailingLogs      = 10240
 	defaultSnapshotRetain    = 2
 	defaultMaxRequestBytes   = 3 << 19 // 1.5 MiB
+	defaultMinFreeDisk       = 64 << 20
 	defaultMaxTxnOps         = 128
 	defaultProgressInterval  = 10 * time.Minute
 	defaultMaxVoters         = 5
@@ -244,6 +254,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.SnapshotRetain == 0 {
 		c.SnapshotRetain = defaultSnapshotRetain
+	}
+	if c.MinFreeDiskBytes == 0 {
+		c.MinFreeDiskBytes = defaultMinFreeDisk
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = defaultMaxRequestBytes

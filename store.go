@@ -42,6 +42,7 @@ type Store struct {
 	stop chan struct{} // closed by Close: every loop and waiter ends
 	wg   sync.WaitGroup
 
+	disk        *diskGuard
 	removed     chan struct{} // closed when the cluster removed this member
 	removedOnce sync.Once
 
@@ -192,6 +193,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		readyCh:  make(chan struct{}),
 		readKick: make(chan struct{}, 1),
 		removed:  make(chan struct{}),
+		disk:     newDiskGuard(dir, o.MinFreeDiskBytes, o.Logger.With("node", m.NodeID)),
 	}
 	s.hub = newWatchHub(ks)
 	s.fsm = newFSM(s.log, ks, s.hub, s.lessor)
@@ -275,6 +277,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.wg.Go(s.readLoop)
 	s.wg.Go(s.expiryLoop)
 	s.wg.Go(s.progressLoop)
+	s.wg.Go(func() { s.disk.loop(s.stop) })
 	if peer != nil {
 		s.wg.Go(s.publishLoop)
 		if g == nil {
@@ -707,6 +710,9 @@ func (s *Store) raftError(err error) error {
 func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
+	}
+	if err := s.disk.refuse(cmd.Type); err != nil {
+		return nil, err
 	}
 	data, err := wire.EncodeCommand(cmd)
 	if err != nil {

@@ -529,6 +529,11 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 		if len(req.Command) > s.opts.MaxRequestBytes {
 			return errToWire(ErrRequestTooLarge)
 		}
+		if len(req.Command) > 1 {
+			if err := s.disk.refuse(wire.CmdType(req.Command[1])); err != nil {
+				return errToWire(err)
+			}
+		}
 		res, err, retry := s.applyLocal(ctx, req.Command)
 		if retry {
 			return s.notLeaderResponse()
@@ -664,6 +669,7 @@ var errCodes = []struct {
 	{wire.ErrCodeTimeout, context.DeadlineExceeded},
 	{wire.ErrCodeNotFound, ErrMemberNotFound},
 	{wire.ErrCodeExists, ErrMemberExists},
+	{wire.ErrCodeNoSpace, ErrNoSpace},
 }
 
 func errToWire(err error) *wire.Response {

@@ -61,4 +61,7 @@ var errMap = []struct {
 	{accord.ErrCorrupt, rpctypes.ErrGRPCCorrupt},
 	{accord.ErrUnsupported, rpctypes.ErrGRPCNotCapable},
 	{accord.ErrInvalidArgument, status.Error(codes.InvalidArgument, "etcdserver: invalid argument")},
+	// Not etcd's ErrGRPCNoSpace ("database space exceeded", a quota alarm):
+	// accord refuses writes because the disk itself is nearly full.
+	{accord.ErrNoSpace, status.Error(codes.ResourceExhausted, "etcdserver: disk full: no space left for the raft log")},
 }

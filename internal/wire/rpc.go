@@ -263,6 +263,7 @@ const (
 	ErrCodeTimeout
 	ErrCodeNotFound
 	ErrCodeExists
+	ErrCodeNoSpace
 
 	// errCodeMax is one past the last known code.
 	errCodeMax
@@ -293,6 +294,7 @@ var errCodeNames = [...]string{
 	ErrCodeTimeout:          "timeout",
 	ErrCodeNotFound:         "not-found",
 	ErrCodeExists:           "exists",
+	ErrCodeNoSpace:          "no-space",
 }
 
 // Known reports whether c is an error code this version understands

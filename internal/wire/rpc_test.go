@@ -583,7 +583,7 @@ func TestRPCProtocolValues(t *testing.T) {
 		ErrCodeClosed, ErrCodeEmptyKey, ErrCodeKeyNotFound, ErrCodeValueProvided, ErrCodeLeaseProvided,
 		ErrCodeTooManyOps, ErrCodeDuplicateKey, ErrCodeRequestTooLarge, ErrCodeCompacted, ErrCodeFutureRev,
 		ErrCodeLeaseNotFound, ErrCodeLeaseExists, ErrCodeLeaseTTLTooLarge, ErrCodeUnsupported,
-		ErrCodeInvalidArgument, ErrCodeCorrupt, ErrCodeTimeout, ErrCodeNotFound, ErrCodeExists,
+		ErrCodeInvalidArgument, ErrCodeCorrupt, ErrCodeTimeout, ErrCodeNotFound, ErrCodeExists, ErrCodeNoSpace,
 	}
 	if len(codes) != int(errCodeMax) {
 		t.Fatalf("%d codes listed, errCodeMax = %d", len(codes), errCodeMax)
