@@ -3,6 +3,7 @@ package accord
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 )
@@ -76,5 +77,35 @@ func TestRemovedMemberStops(t *testing.T) {
 	ms, err := nl.store().Members(ctx)
 	if err != nil || len(ms) != 2 {
 		t.Fatalf("members %+v %v", ms, err)
+	}
+}
+
+// TestPeerDialsFromLoopbackIP: a node listening on a loopback address
+// other than 127.0.0.1 dials its loopback peers from that address.
+func TestPeerDialsFromLoopbackIP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	o := testOptions()
+	o.PeerAddr = "127.0.0.7:0"
+	s := openTestStore(t, "", o)
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+		c.Close()
+	}()
+	c, err := s.peer.dial(t.Context(), ln.Addr().String(), 'C')
+	if err == nil {
+		c.Close()
+	}
+	if ip := <-got; ip != "127.0.0.7" {
+		t.Fatalf("peer seen from %s, want 127.0.0.7", ip)
 	}
 }

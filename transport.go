@@ -59,6 +59,11 @@ type peerTransport struct {
 	conns       map[net.Conn]struct{} // every open connection, both directions
 	idle        map[string][]*rpcConn // pooled RPC client connections by address
 	partitioned bool                  // test hook: refuse all traffic
+
+	// loopIP is the loopback address the listener bound, if any: dials to
+	// loopback peers leave from it, so that a node on 127.0.0.12 is seen by
+	// its peers (and by a fault-injecting proxy) as 127.0.0.12.
+	loopIP net.IP
 }
 
 func newPeerTransport(log *slog.Logger, ln net.Listener, advertise string, tlsConf *tls.Config) *peerTransport {
@@ -73,6 +78,9 @@ func newPeerTransport(log *slog.Logger, ln net.Listener, advertise string, tlsCo
 		idle:      make(map[string][]*rpcConn),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		t.loopIP = a.IP
+	}
 	if tlsConf != nil {
 		t.server = tlsConf.Clone()
 		t.server.ClientAuth = tls.RequireAndVerifyClientCert
@@ -243,6 +251,13 @@ func (t *peerTransport) dial(ctx context.Context, addr string, kind byte) (net.C
 		return nil, fmt.Errorf("dial %s: %w", addr, errTransportClosed)
 	}
 	var d net.Dialer
+	if t.loopIP != nil {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() && len(ip.To4()) == len(t.loopIP.To4()) {
+				d.LocalAddr = &net.TCPAddr{IP: t.loopIP}
+			}
+		}
+	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
