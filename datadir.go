@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -563,4 +564,61 @@ func (g *diskGuard) refuse(t wire.CmdType) error {
 		}
 	}
 	return ErrNoSpace
+}
+
+// initGate wraps the raft log and stable store of a data directory that
+// has no state yet, and marks the directory initialized in its manifest
+// before raft's first write (a log entry, a term, a vote) reaches the disk.
+// If marking fails, the write fails: better a refused append than a node
+// that could later forget what it acknowledged.
+type initGate struct {
+	*raftboltdb.BoltStore
+	mark func() error
+
+	mu   sync.Mutex // serialises the first mark
+	done atomic.Bool
+}
+
+func (g *initGate) ensure() error {
+	if g.done.Load() {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done.Load() {
+		return nil
+	}
+	if err := g.mark(); err != nil {
+		return fmt.Errorf("accord: marking the data directory initialized: %w", err)
+	}
+	g.done.Store(true)
+	return nil
+}
+
+func (g *initGate) StoreLog(l *raft.Log) error {
+	if err := g.ensure(); err != nil {
+		return err
+	}
+	return g.BoltStore.StoreLog(l)
+}
+
+func (g *initGate) StoreLogs(ls []*raft.Log) error {
+	if err := g.ensure(); err != nil {
+		return err
+	}
+	return g.BoltStore.StoreLogs(ls)
+}
+
+func (g *initGate) Set(k, v []byte) error {
+	if err := g.ensure(); err != nil {
+		return err
+	}
+	return g.BoltStore.Set(k, v)
+}
+
+func (g *initGate) SetUint64(k []byte, v uint64) error {
+	if err := g.ensure(); err != nil {
+		return err
+	}
+	return g.BoltStore.SetUint64(k, v)
 }

@@ -238,7 +238,21 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	}
 	s.fastElect = latestConf != nil && len(latestConf.Servers) == 1 && latestConf.Servers[0].ID == self.ID
 
-	r, err := newRaft(s.raftConfig(), s.fsm, logs, snaps, trans)
+	// A node that starts without state (joining) becomes initialized the
+	// moment raft first writes: from then on it may have acknowledged
+	// entries or cast a vote, and a lost raft.db must be refused, not
+	// mistaken for a fresh start.
+	var stores interface {
+		raft.LogStore
+		raft.StableStore
+	} = logs
+	if !m.Initialized {
+		stores = &initGate{BoltStore: logs, mark: func() error {
+			m.Initialized = true
+			return writeManifest(dir, m)
+		}}
+	}
+	r, err := newRaft(s.raftConfig(), s.fsm, stores, snaps, trans)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +350,10 @@ func loadManifest(dir string, o *Options) (*manifest, error) {
 	return m, nil
 }
 
-func newRaft(c *raft.Config, f *fsm, logs *raftboltdb.BoltStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+func newRaft(c *raft.Config, f *fsm, logs interface {
+	raft.LogStore
+	raft.StableStore
+}, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &CorruptError{Path: "raft state", Reason: "raft refused the data directory", Err: fmt.Errorf("%v", p)}
