@@ -450,6 +450,13 @@ func (s *Store) Revision() int64 { return s.ks.Rev() }
 // Term returns the raft term as this member knows it. It never blocks.
 func (s *Store) Term() uint64 { return s.raft.CurrentTerm() }
 
+// Leader returns the node ID of the leader as this member knows it, "" when
+// it knows none. It never blocks and asks no other member.
+func (s *Store) Leader() string {
+	_, id := s.leader()
+	return id
+}
+
 // PeerAddr returns the address other members reach this node at (the
 // advertised peer address), or "" without a peer listener.
 func (s *Store) PeerAddr() string {

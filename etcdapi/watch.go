@@ -63,8 +63,6 @@ const (
 	leaderCheckInterval = time.Second
 	maxNoLeaderChecks   = 3
 
-	// leaderStatusTimeout bounds the Status call behind a leader check.
-	leaderStatusTimeout = 500 * time.Millisecond
 )
 
 // watchServer implements etcd's Watch service.
@@ -168,15 +166,10 @@ func requiresLeader(ctx context.Context) bool {
 	return len(v) > 0 && v[0] == rpctypes.MetadataHasLeader
 }
 
-// hasLeader reports whether this member knows a leader.
-func (srv *Server) hasLeader(ctx context.Context) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, leaderStatusTimeout)
-	defer cancel()
-	st, err := srv.store.Status(ctx)
-	if err != nil {
-		return false, toGRPC(err)
-	}
-	return st.Leader != "", nil
+// hasLeader reports whether this member knows a leader. It asks no other
+// member.
+func (srv *Server) hasLeader(context.Context) (bool, error) {
+	return srv.store.Leader() != "", nil
 }
 
 // sendLoop sends queued responses until the stream ends, and returns the
