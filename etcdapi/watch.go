@@ -62,7 +62,6 @@ const (
 	// election timeouts).
 	leaderCheckInterval = time.Second
 	maxNoLeaderChecks   = 3
-
 )
 
 // watchServer implements etcd's Watch service.
