@@ -201,4 +201,24 @@
 // or one that another Store has open (ErrInUse, after waiting up to a
 // second for the lock). It never starts silently with fewer
 // acknowledged writes than the directory held.
+//
+// # Typed configuration and discovery
+//
+// BindVar binds a Var[T] to a key: a value decoded with a Codec (JSON by
+// default) and kept current by a watch. Load never blocks, takes no lock
+// and does not allocate, so it can be called on every request; Snapshot
+// adds the value's revision and error state, and its Changed channel tells
+// when a newer value arrives. A version that does not decode keeps the last
+// good value and is reported as a *DecodeError. Set writes through the
+// store and returns once Load reflects the write; CompareAndSet writes only
+// if nothing changed since a revision, failing with ErrConflict otherwise.
+// BindPrefixVar binds a whole prefix to a map.
+//
+//	cfg, err := accord.BindVar[Config](ctx, s, "config/app", nil)
+//	...
+//	if cfg.Load().Checkout { ... }
+//
+// Package github.com/accordkv/accord/discovery registers service instances
+// under a prefix with leases kept alive in the background, and resolves
+// them into a live list that says when it is stale (no quorum).
 package accord
