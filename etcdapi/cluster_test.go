@@ -1,0 +1,252 @@
+package etcdapi
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/accordkv/accord"
+)
+
+// findMember returns the member with the given etcd ID, or nil.
+func findMember(ms []*etcdserverpb.Member, id uint64) *etcdserverpb.Member {
+	for _, m := range ms {
+		if m.ID == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// transientErr reports whether err is what a call may fail with while the
+// cluster changes leaders: a young 3-member test cluster with a 150 ms
+// election timeout on a loaded machine running -race does that now and
+// then.
+func transientErr(err error) bool {
+	for _, e := range []error{rpctypes.ErrGRPCTimeoutDueToLeaderFail, rpctypes.ErrGRPCNoLeader, rpctypes.ErrGRPCTimeout,
+		rpctypes.ErrGRPCTimeoutDueToConnectionLost, rpctypes.ErrGRPCLeaderChanged, rpctypes.ErrGRPCNotLeader} {
+		if isGRPCErr(err, e) {
+			return true
+		}
+	}
+	return status.Code(err) == codes.Unavailable
+}
+
+// retryTransient calls f until it returns nil or an error that is not
+// transient, for at most 15 s, and returns f's last error. A call whose
+// outcome was unknown may have taken effect: f must accept that.
+func retryTransient(f func() error) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := f()
+		if err == nil || !transientErr(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wantErr fails the test unless f, retried while it fails transiently,
+// fails with want.
+func wantErr(t *testing.T, what string, want error, f func() error) {
+	t.Helper()
+	if err := retryTransient(f); !isGRPCErr(err, want) {
+		t.Fatalf("%s: %v, want %v", what, err, want)
+	}
+}
+
+// TestMemberLifecycle walks a member through etcd's membership calls on a
+// 3-member cluster: list, add as learner, start, update its peer URL (and
+// restart it there), promote, remove.
+func TestMemberLifecycle(t *testing.T) {
+	c := newAPICluster(t, 3, nil)
+	cli := newClient(t, c.Endpoints()...)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
+	defer cancel()
+
+	// Names and client URLs are published through the log shortly
+	// after each member starts.
+	eventually(t, 10*time.Second, "every member listed with its name and client URL", func() error {
+		resp, err := cli.MemberList(ctx)
+		if err != nil {
+			return err
+		}
+		if len(resp.Members) != 3 || resp.Header == nil || resp.Header.ClusterId == 0 {
+			return fmt.Errorf("members %v", resp.Members)
+		}
+		for _, nd := range c.nodes {
+			m := findMember(resp.Members, MemberID(nd.Store().NodeID()))
+			if m == nil {
+				return fmt.Errorf("node %d not listed", nd.idx)
+			}
+			if m.Name != fmt.Sprintf("node%d", nd.idx) || !slices.Equal(m.ClientURLs, []string{nd.Endpoint()}) ||
+				!slices.Equal(m.PeerURLs, []string{"http://" + nd.opts.PeerAddr}) || m.IsLearner {
+				return fmt.Errorf("node %d listed as %+v", nd.idx, m)
+			}
+		}
+		return nil
+	})
+
+	// Bad and duplicate peer URLs (clientv3 checks the syntax itself, so
+	// the raw client sends them).
+	raw := etcdserverpb.NewClusterClient(cli.ActiveConnection())
+	for _, urls := range [][]string{{"127.0.0.1:1234"}, {"http://127.0.0.1"}, {"ftp://127.0.0.1:1"}, {"http://127.0.0.1:1", "http://127.0.0.1:2"}, nil} {
+		if _, err := raw.MemberAdd(ctx, &etcdserverpb.MemberAddRequest{PeerURLs: urls}); !isGRPCErr(err, rpctypes.ErrGRPCMemberBadURLs) {
+			t.Fatalf("member add %q: %v", urls, err)
+		}
+	}
+	wantErr(t, "member add of an existing peer URL", rpctypes.ErrGRPCPeerURLExist, func() error {
+		_, err := cli.MemberAdd(ctx, []string{"http://" + c.nodes[1].opts.PeerAddr})
+		return err
+	})
+
+	// Add a learner; it is listed unstarted (no name) until it runs.
+	peer := freePort(t)
+	// The server resolves an unknown outcome itself (by the member list),
+	// so a retry after a transient error is safe.
+	var add *clientv3.MemberAddResponse
+	if err := retryTransient(func() (err error) { add, err = cli.MemberAddAsLearner(ctx, []string{"http://" + peer}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	newID := add.Member.ID
+	if newID == 0 || !add.Member.IsLearner || add.Member.Name != "" || !slices.Equal(add.Member.PeerURLs, []string{"http://" + peer}) {
+		t.Fatalf("added member %+v", add.Member)
+	}
+	if len(add.Members) != 4 || findMember(add.Members, newID) == nil || add.Header == nil {
+		t.Fatalf("member add response lists %v", add.Members)
+	}
+	wantErr(t, "promote a voter", rpctypes.ErrGRPCMemberNotLearner, func() error {
+		_, err := cli.MemberPromote(ctx, MemberID(c.nodes[0].Store().NodeID()))
+		return err
+	})
+	wantErr(t, "promote an unknown member", rpctypes.ErrGRPCMemberNotFound, func() error {
+		_, err := cli.MemberPromote(ctx, 12345)
+		return err
+	})
+
+	nd := &apiNode{c: c, idx: 3, dir: t.TempDir(), clientAddr: freePort(t)}
+	nd.opts = accord.Options{
+		Logger:          testLogger(t, "n3"),
+		ElectionTimeout: testElection,
+		UnsafeNoFsync:   true,
+		PeerAddr:        peer,
+		NodeName:        "node3",
+		ClientURLs:      []string{"http://" + nd.clientAddr},
+		JoinExisting:    true,
+		Peers:           []string{c.nodes[0].opts.PeerAddr},
+	}
+	nd.apiOpts = Options{Logger: testLogger(t, "api3")}
+	c.nodes = append(c.nodes, nd)
+	nd.start()
+	if got := MemberID(nd.Store().NodeID()); got != newID {
+		t.Fatalf("the new node took ID %x, added as %x", got, newID)
+	}
+	var put *clientv3.PutResponse
+	if err := retryTransient(func() (err error) { put, err = cli.Put(ctx, "before-promote", "x"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	// Caught up: the new member has the write and lists itself by name.
+	eventually(t, 15*time.Second, "the learner to catch up and publish its name", func() error {
+		if rev := nd.Store().Revision(); rev < put.Header.Revision {
+			return fmt.Errorf("learner at revision %d, want %d", rev, put.Header.Revision)
+		}
+		resp, err := cli.MemberList(ctx)
+		if err != nil {
+			return err
+		}
+		m := findMember(resp.Members, newID)
+		if m == nil || m.Name != "node3" || !m.IsLearner || !slices.Equal(m.ClientURLs, []string{nd.Endpoint()}) {
+			return fmt.Errorf("learner listed as %+v", m)
+		}
+		return nil
+	})
+
+	// Move it to another peer address, and restart it there.
+	peer2 := freePort(t)
+	var upd *clientv3.MemberUpdateResponse
+	if err := retryTransient(func() (err error) { upd, err = cli.MemberUpdate(ctx, newID, []string{"http://" + peer2}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if m := findMember(upd.Members, newID); m == nil || !slices.Equal(m.PeerURLs, []string{"http://" + peer2}) {
+		t.Fatalf("member update response lists %+v", m)
+	}
+	wantErr(t, "update an unknown member", rpctypes.ErrGRPCMemberNotFound, func() error {
+		_, err := cli.MemberUpdate(ctx, 12345, []string{"http://" + freePort(t)})
+		return err
+	})
+	nd.kill()
+	nd.opts.PeerAddr = peer2
+	nd.restart()
+	if err := retryTransient(func() (err error) { put, err = cli.Put(ctx, "after-update", "y"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the moved learner to catch up", func() error {
+		if rev := nd.Store().Revision(); rev < put.Header.Revision {
+			return fmt.Errorf("learner at revision %d, want %d", rev, put.Header.Revision)
+		}
+		return nil
+	})
+
+	var prom *clientv3.MemberPromoteResponse
+	tried := false
+	if err := retryTransient(func() (err error) {
+		prom, err = cli.MemberPromote(ctx, newID)
+		if tried && isGRPCErr(err, rpctypes.ErrGRPCMemberNotLearner) {
+			return nil // an earlier attempt with an unknown outcome did it
+		}
+		tried = true
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if prom != nil {
+		if m := findMember(prom.Members, newID); m == nil || m.IsLearner {
+			t.Fatalf("member promote response lists %+v", m)
+		}
+	}
+	wantErr(t, "promote twice", rpctypes.ErrGRPCMemberNotLearner, func() error {
+		_, err := cli.MemberPromote(ctx, newID)
+		return err
+	})
+	// The new voter serves the etcd API too.
+	ncli := newClient(t, nd.Endpoint())
+	if resp, err := ncli.Get(ctx, "after-update"); err != nil || len(resp.Kvs) != 1 || resp.Header.MemberId != newID {
+		t.Fatalf("get through the new member: %+v %v", resp, err)
+	}
+
+	var rm *clientv3.MemberRemoveResponse
+	tried = false
+	if err := retryTransient(func() (err error) {
+		rm, err = cli.MemberRemove(ctx, newID)
+		if tried && isGRPCErr(err, rpctypes.ErrGRPCMemberNotFound) {
+			return nil // an earlier attempt with an unknown outcome did it
+		}
+		tried = true
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if rm != nil && (len(rm.Members) != 3 || findMember(rm.Members, newID) != nil) {
+		t.Fatalf("member remove response lists %v", rm.Members)
+	}
+	wantErr(t, "remove twice", rpctypes.ErrGRPCMemberNotFound, func() error {
+		_, err := cli.MemberRemove(ctx, newID)
+		return err
+	})
+	list, err := cli.MemberList(ctx, clientv3.WithSerializable())
+	if err != nil || len(list.Members) != 3 {
+		t.Fatalf("member list after remove: %+v %v", list, err)
+	}
+	nd.kill()
+	if err := retryTransient(func() error { _, err := cli.Put(ctx, "after-remove", "z"); return err }); err != nil {
+		t.Fatal(err)
+	}
+}
