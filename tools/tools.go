@@ -1,0 +1,19 @@
+//go:build tools
+
+// Package tools pins the etcd binaries accord is tested and benchmarked
+// against: etcdctl v3.7.3 (the etcdapi tests build it) and etcd v3.7.3
+// (./etcd, for side-by-side comparisons). Build them from this module:
+//
+//	go build -o etcdctl go.etcd.io/etcd/etcdctl/v3
+//	go build -o etcd ./etcd
+//
+// `go install go.etcd.io/etcd/etcdctl/v3@v3.7.3` is refused because
+// etcdctl's go.mod has replace directives; requiring it from a module of
+// our own works. This is a separate module so that the root module's
+// dependencies (and `go test ./...`) do not include etcd's server.
+package tools
+
+import (
+	_ "go.etcd.io/etcd/etcdctl/v3"
+	_ "go.etcd.io/etcd/server/v3/etcdmain"
+)
