@@ -566,59 +566,122 @@ func (g *diskGuard) refuse(t wire.CmdType) error {
 	return ErrNoSpace
 }
 
-// initGate wraps the raft log and stable store of a data directory that
-// has no state yet, and marks the directory initialized in its manifest
-// before raft's first write (a log entry, a term, a vote) reaches the disk.
-// If marking fails, the write fails: better a refused append than a node
-// that could later forget what it acknowledged.
-type initGate struct {
+// raftStore is the raft log and stable store of a data directory, as raft
+// sees them. It adds two things to the bolt store:
+//
+//   - For a directory without state yet (a joining node), it marks the
+//     directory initialized in its manifest before raft's first write (a
+//     log entry, a term, a vote) reaches the disk: from then on the node
+//     may have acknowledged entries or voted, and a lost raft.db must be
+//     refused, not mistaken for a fresh start. If marking fails, the write
+//     fails.
+//   - It makes closing safe. raft's heartbeat fast path runs on the
+//     transport's connection goroutines, which raft.Shutdown does not wait
+//     for, and it panics if saving a newer term fails ("failed to save
+//     current term"). close waits for calls in progress; afterwards writes
+//     are dropped and reads fail. Only a store that is shutting down sees
+//     that: its raft has stopped, and a dropped term update can only make
+//     it forget a term in which it neither voted nor accepted entries.
+type raftStore struct {
 	*raftboltdb.BoltStore
-	mark func() error
+	mark func() error // nil once the directory is initialized
 
-	mu   sync.Mutex // serialises the first mark
-	done atomic.Bool
+	mu     sync.RWMutex // held for reading by every call, for writing by close
+	closed bool
+	initMu sync.Mutex // serialises the first mark
+	inited atomic.Bool
 }
 
-func (g *initGate) ensure() error {
-	if g.done.Load() {
+var errStoreClosed = errors.New("accord: raft store closed")
+
+func newRaftStore(b *raftboltdb.BoltStore, mark func() error) *raftStore {
+	rs := &raftStore{BoltStore: b, mark: mark}
+	rs.inited.Store(mark == nil)
+	return rs
+}
+
+// close waits for calls in progress and closes the bolt store.
+func (rs *raftStore) close() error {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.closed {
 		return nil
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.done.Load() {
+	rs.closed = true
+	return rs.BoltStore.Close()
+}
+
+// write runs f unless the store is closed, after marking the directory
+// initialized if needed.
+func (rs *raftStore) write(f func() error) error {
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	if rs.closed {
 		return nil
 	}
-	if err := g.mark(); err != nil {
-		return fmt.Errorf("accord: marking the data directory initialized: %w", err)
+	if !rs.inited.Load() {
+		rs.initMu.Lock()
+		if !rs.inited.Load() {
+			if err := rs.mark(); err != nil {
+				rs.initMu.Unlock()
+				return fmt.Errorf("accord: marking the data directory initialized: %w", err)
+			}
+			rs.inited.Store(true)
+		}
+		rs.initMu.Unlock()
 	}
-	g.done.Store(true)
-	return nil
+	return f()
 }
 
-func (g *initGate) StoreLog(l *raft.Log) error {
-	if err := g.ensure(); err != nil {
-		return err
+func (rs *raftStore) read(f func() error) error {
+	rs.mu.RLock()
+	defer rs.mu.RUnlock()
+	if rs.closed {
+		return errStoreClosed
 	}
-	return g.BoltStore.StoreLog(l)
+	return f()
 }
 
-func (g *initGate) StoreLogs(ls []*raft.Log) error {
-	if err := g.ensure(); err != nil {
-		return err
-	}
-	return g.BoltStore.StoreLogs(ls)
+func (rs *raftStore) StoreLog(l *raft.Log) error {
+	return rs.write(func() error { return rs.BoltStore.StoreLog(l) })
 }
 
-func (g *initGate) Set(k, v []byte) error {
-	if err := g.ensure(); err != nil {
-		return err
-	}
-	return g.BoltStore.Set(k, v)
+func (rs *raftStore) StoreLogs(ls []*raft.Log) error {
+	return rs.write(func() error { return rs.BoltStore.StoreLogs(ls) })
 }
 
-func (g *initGate) SetUint64(k []byte, v uint64) error {
-	if err := g.ensure(); err != nil {
-		return err
-	}
-	return g.BoltStore.SetUint64(k, v)
+func (rs *raftStore) DeleteRange(min, max uint64) error {
+	return rs.write(func() error { return rs.BoltStore.DeleteRange(min, max) })
+}
+
+func (rs *raftStore) Set(k, v []byte) error {
+	return rs.write(func() error { return rs.BoltStore.Set(k, v) })
+}
+
+func (rs *raftStore) SetUint64(k []byte, v uint64) error {
+	return rs.write(func() error { return rs.BoltStore.SetUint64(k, v) })
+}
+
+func (rs *raftStore) FirstIndex() (i uint64, err error) {
+	err = rs.read(func() (e error) { i, e = rs.BoltStore.FirstIndex(); return })
+	return i, err
+}
+
+func (rs *raftStore) LastIndex() (i uint64, err error) {
+	err = rs.read(func() (e error) { i, e = rs.BoltStore.LastIndex(); return })
+	return i, err
+}
+
+func (rs *raftStore) GetLog(idx uint64, l *raft.Log) error {
+	return rs.read(func() error { return rs.BoltStore.GetLog(idx, l) })
+}
+
+func (rs *raftStore) Get(k []byte) (v []byte, err error) {
+	err = rs.read(func() (e error) { v, e = rs.BoltStore.Get(k); return })
+	return v, err
+}
+
+func (rs *raftStore) GetUint64(k []byte) (v uint64, err error) {
+	err = rs.read(func() (e error) { v, e = rs.BoltStore.GetUint64(k); return })
+	return v, err
 }

@@ -30,6 +30,7 @@ type Store struct {
 
 	raft   *raft.Raft
 	logs   *raftboltdb.BoltStore
+	stores *raftStore     // logs as raft uses them (datadir.go)
 	trans  raft.Transport // raft's transport: the peer listener's, or in-memory for a lone node
 	peer   *peerTransport // nil without Options.PeerAddr
 	gossip *gossip        // nil without Options.GossipAddr (membership.go)
@@ -238,21 +239,15 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	}
 	s.fastElect = latestConf != nil && len(latestConf.Servers) == 1 && latestConf.Servers[0].ID == self.ID
 
-	// A node that starts without state (joining) becomes initialized the
-	// moment raft first writes: from then on it may have acknowledged
-	// entries or cast a vote, and a lost raft.db must be refused, not
-	// mistaken for a fresh start.
-	var stores interface {
-		raft.LogStore
-		raft.StableStore
-	} = logs
+	var mark func() error
 	if !m.Initialized {
-		stores = &initGate{BoltStore: logs, mark: func() error {
+		mark = func() error {
 			m.Initialized = true
 			return writeManifest(dir, m)
-		}}
+		}
 	}
-	r, err := newRaft(s.raftConfig(), s.fsm, stores, snaps, trans)
+	s.stores = newRaftStore(logs, mark) // see raftStore
+	r, err := newRaft(s.raftConfig(), s.fsm, s.stores, snaps, trans)
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +395,7 @@ func (s *Store) Close() error {
 		if s.peer != nil {
 			s.peer.close()
 		}
-		if cerr := s.logs.Close(); err == nil {
+		if cerr := s.stores.close(); err == nil {
 			err = cerr
 		}
 		s.closeErr = err
