@@ -108,8 +108,44 @@ type Server struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 
-	mu  sync.Mutex // guards lns
-	lns []net.Listener
+	mu    sync.Mutex // guards lns and conns
+	lns   []net.Listener
+	conns map[*trackedConn]struct{} // every accepted connection still open
+}
+
+// trackedConn is an accepted client connection; Close closes it wherever
+// it ended up (gRPC, HTTP/1, an HTTP/2-over-TLS ServeConn).
+type trackedConn struct {
+	net.Conn
+	srv  *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.srv.mu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// trackConn records c, or closes it and returns nil once Close began.
+func (srv *Server) trackConn(c net.Conn) *trackedConn {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	select {
+	case <-srv.stop:
+		_ = c.Close()
+		return nil
+	default:
+	}
+	tc := &trackedConn{Conn: c, srv: srv}
+	if srv.conns == nil {
+		srv.conns = make(map[*trackedConn]struct{})
+	}
+	srv.conns[tc] = struct{}{}
+	return tc
 }
 
 // New returns a Server for s. It does not listen: call Serve.
@@ -149,6 +185,7 @@ func New(s *accord.Store, opts *Options) (*Server, error) {
 		grpc.MaxRecvMsgSize(o.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(maxSendBytes),
 		grpc.MaxConcurrentStreams(1<<20),
+		grpc.ConnectionTimeout(10*time.Second), // a client that never finishes its handshake
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
 	)
@@ -212,7 +249,11 @@ func (srv *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("etcdapi: serve: %w", err)
 		}
 		delay = 0
-		srv.wg.Go(func() { srv.dispatch(c) })
+		tc := srv.trackConn(c)
+		if tc == nil {
+			return nil // closed meanwhile
+		}
+		srv.wg.Go(func() { srv.dispatch(tc) })
 	}
 }
 
@@ -286,12 +327,21 @@ func (srv *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // cancelled. It does not close the Store. Close is idempotent.
 func (srv *Server) Close() error {
 	srv.stopOnce.Do(func() {
-		close(srv.stop)
 		srv.mu.Lock()
+		close(srv.stop)
 		for _, ln := range srv.lns {
 			_ = ln.Close()
 		}
+		conns := make([]*trackedConn, 0, len(srv.conns))
+		for c := range srv.conns {
+			conns = append(conns, c)
+		}
 		srv.mu.Unlock()
+		// Client connections first: gRPC's Stop waits for connections
+		// still in their HTTP/2 handshake, which only a close ends.
+		for _, c := range conns {
+			_ = c.Close()
+		}
 		srv.health.Shutdown()
 		_ = srv.gwConn.Close()
 		srv.grpc.Stop()
