@@ -80,10 +80,15 @@ type Status struct {
 	ClusterVersion string
 }
 
-// Members lists the members of the cluster, as of a linearizable point.
-func (s *Store) Members(ctx context.Context) ([]Member, error) {
-	if err := s.readIndex(ctx); err != nil {
-		return nil, fmt.Errorf("accord: members: %w", err)
+// Members lists the members of the cluster, as of a linearizable point
+// (it waits, within ctx, for a leader to confirm). With WithSerializable it
+// answers at once from this member's own view, which may lag a change
+// committed elsewhere; use that when the cluster may have no quorum.
+func (s *Store) Members(ctx context.Context, opts ...OpOption) ([]Member, error) {
+	if op := newOp(opGet, "", nil, opts); !op.serializable {
+		if err := s.readIndex(ctx); err != nil {
+			return nil, fmt.Errorf("accord: members: %w", err)
+		}
 	}
 	conf, err := s.configuration()
 	if err != nil {
@@ -532,7 +537,6 @@ func (s *Store) removedLoop() {
 	defer cancel()
 	t := time.NewTicker(max(2*s.opts.ElectionTimeout, 100*time.Millisecond))
 	defer t.Stop()
-	wasMember := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -543,11 +547,10 @@ func (s *Store) removedLoop() {
 		if err != nil {
 			continue
 		}
+		// Without gossip a node is a member from its first start (added
+		// before it starts, or bootstrapped); a joining node that has not
+		// received the configuration yet has nobody to ask.
 		in := slices.ContainsFunc(conf.Servers, func(srv raft.Server) bool { return string(srv.ID) == s.id })
-		wasMember = wasMember || in
-		if !wasMember {
-			continue // joining: not added yet, or not told yet
-		}
 		if _, leader := s.leader(); in && leader != "" {
 			continue
 		}

@@ -50,6 +50,9 @@ func TestRemovedMemberStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRemoved(f)
+	// Started again on its old directory, it finds out again and stops.
+	f.restart(false)
+	waitRemoved(f)
 
 	// The leader removes itself: it steps down and then stops.
 	l = c.leader()

@@ -375,6 +375,10 @@ func (s *Store) raftConfig() *raft.Config {
 	c.SnapshotInterval = s.opts.SnapshotInterval
 	c.TrailingLogs = s.opts.TrailingLogs
 	c.NoLegacyTelemetry = true
+	// A leader that removes itself steps down and keeps running; the
+	// removal check (removedLoop) or Leave then closes the store. raft's
+	// own shutdown would leave the Store half alive.
+	c.ShutdownOnRemove = false
 	return c
 }
 

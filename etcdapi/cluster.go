@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,10 +32,14 @@ type clusterServer struct {
 // slow list must not turn it into an error.
 const memberListTimeout = 2 * time.Second
 
-// MemberList lists the members. accord's member list is always
-// linearizable, so a request that does not ask for it gets it too.
-func (c *clusterServer) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	ms, err := c.srv.store.Members(ctx)
+// MemberList lists the members: linearizable if the request asks for it
+// (etcdctl does by default), otherwise this member's own view.
+func (c *clusterServer) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
+	var opts []accord.OpOption
+	if !r.Linearizable {
+		opts = append(opts, accord.WithSerializable())
+	}
+	ms, err := c.srv.store.Members(ctx, opts...)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -61,13 +66,30 @@ func (c *clusterServer) MemberAdd(ctx context.Context, r *pb.MemberAddRequest) (
 	newMember := c.pbMember(*m)
 	newMember.Name = "" // not started yet, whatever the store knows
 	resp := &pb.MemberAddResponse{Header: c.srv.currentHeader(), Member: newMember}
-	if ms, err := c.listAfterChange(ctx); err == nil {
-		resp.Members = c.pbMembers(ms)
-	} else {
-		// etcdctl builds ETCD_INITIAL_CLUSTER from this list; at least
-		// the new member must be in it.
+	// etcdctl builds ETCD_INITIAL_CLUSTER from this list, so it must hold
+	// every member and the new one. Adding a member to a one-member cluster
+	// doubles the quorum, and until the new member starts no linearizable
+	// read can succeed: etcd answers from its own view, and so do we then.
+	// This member's view, if it already shows the new member, is at least
+	// as new as the change.
+	ms, err := c.srv.store.Members(ctx, accord.WithSerializable())
+	if err != nil || !slices.ContainsFunc(ms, func(x accord.Member) bool { return x.ID == m.ID }) {
+		if lin, lerr := c.listAfterChange(ctx); lerr == nil {
+			ms, err = lin, nil
+		}
+	}
+	if err != nil {
 		c.srv.log.Warn("member list after member add failed", "err", err)
-		resp.Members = []*pb.Member{newMember}
+	}
+	resp.Members = c.pbMembers(ms)
+	found := false
+	for i, pm := range resp.Members {
+		if pm.ID == newMember.ID {
+			resp.Members[i], found = newMember, true
+		}
+	}
+	if !found {
+		resp.Members = append(resp.Members, newMember)
 	}
 	return resp, nil
 }
