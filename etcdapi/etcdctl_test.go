@@ -243,48 +243,6 @@ func tableHeader(out string) string {
 	return ""
 }
 
-// TestEtcdctlCheckPerf runs `etcdctl check perf --load=s` against one
-// member: 60 s of 150 puts/s from 50 clients (etcdctl fixes the duration),
-// passing only with throughput >= 90% of that, the slowest request under
-// 0.5 s and a standard deviation under 0.1 s.
-func TestEtcdctlCheckPerf(t *testing.T) {
-	t.Parallel()
-	c := newAPICluster(t, 1, nil)
-	ctl := newEtcdctl(t, c.Endpoints())
-	ctl.timeout = 3 * time.Minute
-	var out string
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		o, errOut, err := ctl.run("", "check", "perf", "--load=s")
-		out = o
-		t.Logf("check perf --load=s (attempt %d) took %v:\n%s", attempt, time.Since(start).Round(time.Millisecond), out)
-		if err == nil {
-			break
-		}
-		// Latency is judged on the slowest single request, which an
-		// overloaded machine (a 2-core box running other test binaries
-		// with -race) can push past 0.5 s now and then: one more try, but
-		// only for that; errors and low throughput fail at once.
-		latencyOnly := strings.Contains(out, "PASS: Throughput is ") && !strings.Contains(out, "FAIL: ") &&
-			(strings.Contains(out, "Slowest request took too long") || strings.Contains(out, "Stddev too high"))
-		if attempt == 2 || !latencyOnly {
-			t.Fatalf("check perf: %v\n%s\n%s", err, out, lastLines(errOut, 5))
-		}
-	}
-	for _, re := range []string{
-		`(?m)^PASS: Throughput is \d+ writes/s$`,
-		`(?m)^PASS: Slowest request took [0-9.]+s$`,
-		`(?m)^PASS: Stddev is [0-9.]+s$`,
-		`(?m)^PASS$`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out) {
-			t.Errorf("check perf output lacks %s:\n%s", re, out)
-		}
-	}
-	// It cleans up after itself.
-	expectOutput(t, "get --prefix --keys-only /etcdctl-check-perf/", ctl.ok("get", "--prefix", "/etcdctl-check-perf/", "--keys-only"), "")
-}
-
 // TestEtcdctl runs etcdctl's everyday commands against one member.
 func TestEtcdctl(t *testing.T) {
 	t.Parallel()
