@@ -247,7 +247,13 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		}
 	}
 	s.stores = newRaftStore(logs, mark) // see raftStore
-	r, err := newRaft(s.raftConfig(), s.fsm, s.stores, snaps, trans)
+	// Recent entries stay in memory: replication to followers reads them
+	// back one bolt transaction each otherwise (Consul does the same).
+	cache, err := raft.NewLogCache(raftLogCache, s.stores)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRaft(s.raftConfig(), s.fsm, cache, s.stores, snaps, trans)
 	if err != nil {
 		return nil, err
 	}
@@ -345,21 +351,21 @@ func loadManifest(dir string, o *Options) (*manifest, error) {
 	return m, nil
 }
 
-func newRaft(c *raft.Config, f *fsm, logs interface {
-	raft.LogStore
-	raft.StableStore
-}, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+func newRaft(c *raft.Config, f *fsm, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &CorruptError{Path: "raft state", Reason: "raft refused the data directory", Err: fmt.Errorf("%v", p)}
 		}
 	}()
-	r, err = raft.NewRaft(c, f, logs, logs, snaps, trans)
+	r, err = raft.NewRaft(c, f, logs, stable, snaps, trans)
 	if err != nil {
 		return nil, &CorruptError{Path: "raft state", Reason: "raft could not start from the data directory", Err: err}
 	}
 	return r, nil
 }
+
+// raftLogCache is how many recent log entries raft keeps in memory.
+const raftLogCache = 1024
 
 func (s *Store) raftConfig() *raft.Config {
 	c := raft.DefaultConfig()
@@ -368,7 +374,12 @@ func (s *Store) raftConfig() *raft.Config {
 	c.HeartbeatTimeout = s.opts.ElectionTimeout
 	c.ElectionTimeout = s.opts.ElectionTimeout
 	c.LeaderLeaseTimeout = s.opts.ElectionTimeout / 2
-	c.CommitTimeout = min(50*time.Millisecond, s.opts.ElectionTimeout/10)
+	// How soon followers learn a new commit index when no new entry
+	// carries it (hashicorp/raft#282): raft waits CommitTimeout to 2x
+	// CommitTimeout. A follower serves watches and linearizable reads only
+	// up to what it knows is committed, so this is their added latency; an
+	// idle follower gets one small AppendEntries per interval.
+	c.CommitTimeout = min(5*time.Millisecond, s.opts.ElectionTimeout/10)
 	c.MaxAppendEntries = 512
 	c.BatchApplyCh = true
 	c.SnapshotThreshold = s.opts.SnapshotThreshold
