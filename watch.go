@@ -252,15 +252,8 @@ func (s *Store) runWatcher(ctx context.Context, w *watcher, out chan<- WatchResp
 	pending := false
 	progress := func() bool {
 		for {
-			for drained := false; !drained; {
-				select {
-				case r := <-w.in:
-					if !send(w.copyOut(r)) {
-						return false
-					}
-				default:
-					drained = true
-				}
+			if !w.drain(send) {
+				return false
 			}
 			s.hub.mu.Lock()
 			if !w.synced {
@@ -303,21 +296,29 @@ func (s *Store) runWatcher(ctx context.Context, w *watcher, out chan<- WatchResp
 	}
 }
 
+// drain sends every response already buffered in w.in; false when the
+// watch ended meanwhile.
+func (w *watcher) drain(send func(WatchResponse) bool) bool {
+	for {
+		select {
+		case r := <-w.in:
+			if !send(w.copyOut(r)) {
+				return false
+			}
+		default:
+			return true
+		}
+	}
+}
+
 // catchUp replays history from w.next until the watcher has reached the
 // last published revision, then marks it synced. It returns false when the
 // watch has ended.
 func (s *Store) catchUp(w *watcher, send func(WatchResponse) bool) bool {
 	for {
 		// Everything already buffered comes first: it is older than w.next.
-		for drained := false; !drained; {
-			select {
-			case r := <-w.in:
-				if !send(w.copyOut(r)) {
-					return false
-				}
-			default:
-				drained = true
-			}
+		if !w.drain(send) {
+			return false
 		}
 		s.hub.mu.Lock()
 		if w.synced { // a stale wake-up: publish is feeding us again
