@@ -45,12 +45,14 @@ func transientErr(err error) bool {
 // outcome was unknown may have taken effect: f must accept that.
 func retryTransient(f func() error) error {
 	deadline := time.Now().Add(15 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		err := f()
 		if err == nil || !transientErr(err) || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 	}
 }
 

@@ -147,21 +147,13 @@ func (nd *apiNode) start() {
 		s.Close()
 		t.Fatalf("etcdapi.New node %d: %v", nd.idx, err)
 	}
-	var ln net.Listener
 	// The port was ours a moment ago; on a restart the old socket may
 	// linger briefly.
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	var ln net.Listener
+	eventually(t, 5*time.Second, fmt.Sprintf("node %d can listen on %s", nd.idx, nd.clientAddr), func() (err error) {
 		ln, err = net.Listen("tcp", nd.clientAddr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		srv.Close()
-		s.Close()
-		t.Fatalf("listen node %d on %s: %v", nd.idx, nd.clientAddr, err)
-	}
+		return err
+	})
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	nd.mu.Lock()
