@@ -1,0 +1,164 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// watcher watches the whole keyspace from revision 1 through one member
+// (or, for the roaming watcher, through any member) for the whole run,
+// and records what it receives. clientv3 resumes a broken watch from the
+// revision after the last one it delivered; the checks verify that what
+// arrives is ordered, unique, gap-free, atomic per revision and equal to
+// the committed history.
+type watcher struct {
+	name   string
+	node   *node // nil for the roaming watcher
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex // guards the fields below
+	events  []wevent
+	resps   int
+	lastRev int64
+	errs    []string
+}
+
+// wevent is one received event; the value is hashed (lists grow long).
+type wevent struct {
+	Rev     int64  `json:"rev"`
+	Key     string `json:"key"`
+	Delete  bool   `json:"delete,omitempty"`
+	Hash    uint64 `json:"hash"`
+	Create  int64  `json:"create,omitempty"`
+	Mod     int64  `json:"mod"`
+	Version int64  `json:"version,omitempty"`
+	Lease   int64  `json:"lease,omitempty"`
+	Resp    int    `json:"resp"` // which response delivered it
+}
+
+func hashValue(v string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(v))
+	return h.Sum64()
+}
+
+func (ev *hevent) matches(w *wevent) bool {
+	return ev.Rev == w.Rev && ev.Key == w.Key && ev.Delete == w.Delete && hashValue(ev.Value) == w.Hash &&
+		ev.Create == w.Create && ev.Mod == w.Mod && ev.Version == w.Version && ev.Lease == w.Lease
+}
+
+func startWatcher(ctx context.Context, name string, n *node, cli *clientv3.Client) *watcher {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &watcher{name: name, node: n, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for resp := range cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(1)) {
+			w.mu.Lock()
+			if err := resp.Err(); err != nil {
+				if wctx.Err() == nil {
+					w.errs = append(w.errs, err.Error())
+				}
+			}
+			w.resps++
+			for _, ev := range resp.Events {
+				h := heventOf(ev)
+				w.events = append(w.events, wevent{
+					Rev: h.Rev, Key: h.Key, Delete: h.Delete, Hash: hashValue(h.Value),
+					Create: h.Create, Mod: h.Mod, Version: h.Version, Lease: h.Lease, Resp: w.resps,
+				})
+				w.lastRev = max(w.lastRev, h.Rev)
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *watcher) stop() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *watcher) last() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastRev
+}
+
+// waitFor waits up to d for the watcher to deliver revision rev.
+func (w *watcher) waitFor(ctx context.Context, rev int64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for w.last() < rev {
+		if time.Now().After(deadline) || !pace(ctx, 50*time.Millisecond) {
+			return false
+		}
+	}
+	return true
+}
+
+// check compares what w received with the committed history h; complete
+// says w must have delivered all of it. It returns the number of events
+// compared.
+func (w *watcher) check(h *history, complete bool, rep *Report) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.errs {
+		rep.violate("watch", "watch %s: error %s", w.name, e)
+	}
+	bad := func(format string, args ...any) {
+		rep.violate("watch", "watch %s: %s", w.name, fmt.Sprintf(format, args...))
+	}
+	// Ordered and unique: revisions never go back, and no (revision, key)
+	// twice.
+	prev := int64(0)
+	prevKey := ""
+	for i, ev := range w.events {
+		if ev.Rev < prev || ev.Rev == prev && ev.Key == prevKey {
+			bad("event %d (%s at revision %d) comes after revision %d (%s): out of order or repeated", i, ev.Key, ev.Rev, prev, prevKey)
+			return i
+		}
+		prev, prevKey = ev.Rev, ev.Key
+	}
+	// Atomic: all events of a revision in one response.
+	for i := 1; i < len(w.events); i++ {
+		if w.events[i].Rev == w.events[i-1].Rev && w.events[i].Resp != w.events[i-1].Resp {
+			bad("the events of revision %d arrived in two responses (%d and %d)", w.events[i].Rev, w.events[i-1].Resp, w.events[i].Resp)
+			return i
+		}
+	}
+	// Gap-free and equal: exactly the history's events, from the first,
+	// up to what w received.
+	for i, ev := range w.events {
+		if i >= len(h.events) {
+			bad("event %d (%s at revision %d) is beyond the committed history (last revision %d)", i, ev.Key, ev.Rev, h.last)
+			return i
+		}
+		if want := &h.events[i]; !want.matches(&ev) {
+			bad("event %d is %s %s at revision %d (mod %d, create %d, version %d, lease %x), the committed history has %s %s at revision %d (mod %d, create %d, version %d, lease %x)",
+				i, evType(ev.Delete), ev.Key, ev.Rev, ev.Mod, ev.Create, ev.Version, ev.Lease,
+				evType(want.Delete), want.Key, want.Rev, want.Mod, want.Create, want.Version, want.Lease)
+			return i
+		}
+	}
+	if complete && len(w.events) != len(h.events) {
+		last := int64(0)
+		if len(w.events) > 0 {
+			last = w.events[len(w.events)-1].Rev
+		}
+		bad("delivered %d of the %d events (up to revision %d of %d) and stalled", len(w.events), len(h.events), last, h.last)
+	}
+	return len(w.events)
+}
+
+func evType(del bool) string {
+	if del {
+		return "DELETE"
+	}
+	return "PUT"
+}
