@@ -359,7 +359,16 @@ func (s *Store) TimeToLive(ctx context.Context, id LeaseID, opts ...OpOption) (*
 
 // leaseKeepAlive and leaseTimeToLive are the leader's side of the lease
 // calls.
-func (s *Store) leaseKeepAlive(id int64) *wire.Response {
+func (s *Store) leaseKeepAlive(ctx context.Context, id int64) *wire.Response {
+	// Confirm leadership with a quorum first. A leader that lost it
+	// (paused, cut off) but has not noticed yet must not promise a TTL: a
+	// newer leader may already be counting the lease down from its own
+	// promotion. Once a quorum has answered, no newer leader can appear
+	// for an election timeout, far longer than the renewal takes (etcd's
+	// ensureLeadership before LeaseRenew). Found by the chaos harness.
+	if _, err := s.confirmIndex(ctx); err != nil {
+		return s.leaderResult(err)
+	}
 	ttl, err := s.lessor.renew(id)
 	if err != nil {
 		return errToWire(err)

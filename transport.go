@@ -568,7 +568,7 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 		}
 		return &wire.Response{Index: index}
 	case wire.RPCLeaseKeepAlive:
-		return s.leaseKeepAlive(req.LeaseID)
+		return s.leaseKeepAlive(ctx, req.LeaseID)
 	case wire.RPCLeaseTimeToLive:
 		return s.leaseTimeToLive(req.LeaseID, req.Keys)
 	case wire.RPCStatus:
