@@ -219,7 +219,7 @@ func TestClusterMoreReplaceMemberSnapshot(t *testing.T) {
 		if i%7 == 0 {
 			opts = append(opts, WithLease(lease))
 		}
-		r, err := l.Put(ctx, fmt.Sprintf("k/%02d", i%20), []byte(strconv.Itoa(i)), opts...)
+		r, err := putSettled(ctx, l, fmt.Sprintf("k/%02d", i%20), []byte(strconv.Itoa(i)), opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -423,7 +423,7 @@ func TestClusterMoreLeaveLeader(t *testing.T) {
 		t.Fatalf("members after the leader left: %v %+v", err, ms)
 	}
 	for _, nd := range c.running() {
-		if _, err := nd.store().Put(ctx, "after/"+strconv.Itoa(nd.idx), []byte("x")); err != nil {
+		if _, err := putSettled(ctx, nd.store(), "after/"+strconv.Itoa(nd.idx), []byte("x")); err != nil {
 			t.Fatalf("put on node %d after the leader left: %v", nd.idx, err)
 		}
 		st, err := nd.store().Status(ctx)

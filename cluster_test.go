@@ -271,3 +271,16 @@ func (c *testCluster) follower() *testNode {
 	c.t.Fatal("no follower")
 	return nil
 }
+
+// putSettled is Put, written again while its outcome is unknown (its
+// leader lost the quorum meanwhile, which a loaded 2-core machine with
+// short test election timeouts sees now and then). For tests that care
+// that the value ends up written, not about an extra revision.
+func putSettled(ctx context.Context, s *Store, key string, val []byte, opts ...OpOption) (*PutResponse, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := s.Put(ctx, key, val, opts...)
+		if !errors.Is(err, ErrUnknownOutcome) || attempt == 5 {
+			return r, err
+		}
+	}
+}
