@@ -424,6 +424,15 @@ func TestGossipReapKeepsQuorum(t *testing.T) {
 	if err := mute.store().gossip.serf.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
+	// dead dies only once the leader sees mute failed: reaped one at a
+	// time while the other still looked alive, the first would go with a
+	// quorum's consent (two of three live), which is not what this tests.
+	eventually(t, 20*time.Second, "the leader sees mute failed", func() error {
+		if m, ok := gossipMember(l, muteID); ok && m.Status == serf.StatusAlive {
+			return fmt.Errorf("mute is %v", m.Status)
+		}
+		return nil
+	})
 	dead.kill()
 	// mute may win an election meanwhile; a leader without a gossip agent
 	// does not reconcile, so hand leadership on.

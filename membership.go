@@ -701,8 +701,10 @@ func (s *Store) Leave(ctx context.Context) (err error) {
 //     new address; a member that left gracefully is removed at once; a
 //     failed member is left alone until serf reaps it after ReapTimeout,
 //     and is then removed only if the live voters (alive in gossip and
-//     answering a status request) still form a quorum of the configuration
-//     without it. The leader never removes itself, and
+//     answering a status request) other than it form a quorum of the
+//     current configuration (so at most a minority of failed voters is
+//     ever removed, and two voters never become one). The leader never
+//     removes itself, and
 //     servers gossip has never shown this node (explicit AddMember) are
 //     left alone.
 //   - Promotion is our own, not raft-autopilot: a non-voter whose role tag
@@ -1411,7 +1413,7 @@ func (g *gossip) reconcile(ctx context.Context) time.Duration {
 		if conf, err = s.configuration(); err != nil {
 			return 0
 		}
-		if !g.quorumWithout(ctx, conf, id, members) {
+		if !g.quorumWithout(ctx, conf, id, members, true) {
 			if !g.quorumLog[id] {
 				g.quorumLog[id] = true
 				g.log.Warn("gossip: reaped member kept: without it the live voters would not form a quorum", "peer", id)
@@ -1456,17 +1458,28 @@ func (g *gossip) retryLater(id, msg, raftAddr string, err error) time.Duration {
 	return d
 }
 
-// quorumWithout reports whether, in conf without server id, the live
-// voters still form a quorum. Live means this node, or alive in gossip and
-// answering a status request now: gossip notices a crash only after its
-// failure detection, and a removal must not count a voter that is already
-// gone.
-func (g *gossip) quorumWithout(ctx context.Context, conf raft.Configuration, id string, members map[string]serf.Member) bool {
+// quorumWithout reports whether the live voters of conf other than server
+// id form a quorum: of conf without id, or with ofCurrent, of conf as it
+// is. Live means this node, or alive in gossip and answering a status
+// request now: gossip notices a crash only after its failure detection, and
+// a removal must not count a voter that is already gone.
+//
+// Reaping asks for a quorum of the current configuration (raft-autopilot's
+// rule: fewer failed voters than a majority), so two voters never shrink to
+// one on gossip's word alone, and three whose two others look failed stay
+// three even when gossip reaps them one at a time.
+func (g *gossip) quorumWithout(ctx context.Context, conf raft.Configuration, id string, members map[string]serf.Member, ofCurrent bool) bool {
 	var others []string
 	voters, live := 0, 0
 	for _, srv := range conf.Servers {
 		sid := string(srv.ID)
-		if sid == id || srv.Suffrage != raft.Voter {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		if sid == id {
+			if ofCurrent {
+				voters++
+			}
 			continue
 		}
 		voters++
@@ -1521,7 +1534,7 @@ func (g *gossip) addFromGossip(ctx context.Context, conf raft.Configuration, m s
 		if !g.wasSeen(old) {
 			return fail("gossip: not adding member: a member added explicitly has its peer address; remove it with RemoveMember", fmt.Errorf("member %s has %s", old, raftAddr))
 		}
-		if !g.quorumWithout(ctx, conf, old, members) {
+		if !g.quorumWithout(ctx, conf, old, members, false) {
 			return fail("gossip: not adding member: replacing the member at its address would lose quorum", fmt.Errorf("member %s has %s", old, raftAddr))
 		}
 		if err := s.removeMemberLocal(ctx, old); err != nil {
