@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/accordkv/accord/internal/wire"
 )
 
 func TestClusterForming(t *testing.T) {
@@ -218,5 +220,35 @@ func TestClusterRestartOnNewPort(t *testing.T) {
 	}
 	if err := f.store().RemoveMember(ctx, m.ID); err != nil {
 		t.Fatalf("remove member from a follower: %v", err)
+	}
+}
+
+// A lease expiry is this leader's own decision, by its clock: proposed
+// only here, while the ready leader, never forwarded. A deposed leader
+// whose expiry loop fired just before it noticed must not have the new
+// leader (which renewed the lease meanwhile) commit it. Found by the chaos
+// harness as a lease that vanished while kept alive.
+func TestClusterLeaseExpiryNotForwarded(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	l := c.leader().store()
+	id, err := l.Grant(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.follower().store()
+	_, err = f.proposeAsLeader(ctx, &wire.Command{Type: wire.CmdLeaseExpire, LeaseID: int64(id)})
+	if !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("expiry proposed on a follower: %v, want ErrNotLeader", err)
+	}
+	// Anything the follower had forwarded would be applied by now.
+	if _, err := l.Put(ctx, "after", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*Store{l, f} {
+		if st, err := s.TimeToLive(ctx, id); err != nil || st.TTL <= 0 {
+			t.Fatalf("node %s: lease after the follower's expiry: %v %+v", s.NodeID(), err, st)
+		}
 	}
 }

@@ -570,3 +570,68 @@ func TestClusterMoreMemberChangeUnknownOutcome(t *testing.T) {
 		t.Fatalf("Members lists it: %v; adding it again: %v", added, err)
 	}
 }
+
+// TestClusterMoreRestartAfterInstallSnapshot restarts a member that was
+// brought up to date with the leader's snapshot while its own log still
+// held older entries: raft keeps those and appends after the snapshot, so
+// the log has a hole the snapshot covers. The member must start again on
+// that directory, with everything it had.
+func TestClusterMoreRestartAfterInstallSnapshot(t *testing.T) {
+	small := func(_ int, o *Options) {
+		o.SnapshotThreshold = 16
+		o.TrailingLogs = 4
+	}
+	c := newTestCluster(t, 3, small)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ln := c.leader()
+	l := ln.store()
+	for i := range 10 {
+		if _, err := putSettled(ctx, l, fmt.Sprintf("early/%d", i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitConverged()
+	victim := c.followersOf(ln)[0]
+	before, err := victim.store().logs.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim.kill()
+	for i := range 60 {
+		if _, err := putSettled(ctx, l, fmt.Sprintf("late/%02d", i), []byte("y")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	if first, err := l.logs.FirstIndex(); err != nil || first <= before+1 {
+		t.Fatalf("leader log starts at %d (%v); the victim stopped at %d and could catch up from it", first, err, before)
+	}
+
+	victim.restart(false)
+	c.waitConverged()
+	vs := victim.store()
+	snapIdx, _ := strconv.ParseUint(vs.raft.Stats()["last_snapshot_index"], 10, 64)
+	if snapIdx <= before {
+		t.Fatalf("victim's last snapshot index %d: it was not sent the leader's snapshot", snapIdx)
+	}
+	if a := vs.fsm.applied.load(); a < snapIdx {
+		t.Fatalf("applied index %d after installing the snapshot at %d", a, snapIdx)
+	}
+	if _, err := putSettled(ctx, l, "after", []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitConverged()
+	want := stateOf(t, l)
+
+	// The hole: entries up to before, then none until the snapshot.
+	victim.kill()
+	victim.restart(false)
+	c.waitConverged()
+	sameState(t, c, want)
+	if len(want.KVs) != 71 {
+		t.Fatalf("leader holds %d keys, want 71", len(want.KVs))
+	}
+}

@@ -401,6 +401,13 @@ func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initializ
 	var l raft.Log
 	for i := first; i <= last; i++ {
 		if err := logs.GetLog(i, &l); err != nil {
+			if i <= snapIdx && errors.Is(err, raft.ErrLogNotFound) {
+				// raft installs a leader's snapshot without deleting the
+				// trailing entries below it and appends after its index:
+				// the gap up to the snapshot's index is covered by it.
+				i = snapIdx
+				continue
+			}
 			return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d unreadable", i), Err: err}
 		}
 		if l.Index != i {
@@ -411,7 +418,11 @@ func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initializ
 			if err != nil {
 				return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d: bad configuration", i), Err: err}
 			}
-			conf = &c
+			// As raft does on restart: entries the newest snapshot covers
+			// do not override its configuration.
+			if i > snapIdx {
+				conf = &c
+			}
 		}
 		// Every command accord writes carries its checksum (propose and the
 		// leader's no-op both use logEntrySum); raft's own entries carry

@@ -207,10 +207,26 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.install(st)
-	if m, ok := rc.(interface{ snapshotIndex() uint64 }); ok {
-		f.applied.reset(m.snapshotIndex())
+	if i, ok := restoredIndex(rc); ok {
+		f.applied.reset(i)
 	}
 	return nil
+}
+
+// restoredIndex finds the index snapStore.Open attached to a snapshot
+// reader, under the wrappers raft adds (its restore progress counter).
+func restoredIndex(rc io.ReadCloser) (uint64, bool) {
+	for range 8 {
+		switch r := rc.(type) {
+		case interface{ snapshotIndex() uint64 }:
+			return r.snapshotIndex(), true
+		case raft.ReadCloserWrapper:
+			rc = r.WrappedReadCloser()
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
 }
 
 // install swaps in a decoded snapshot state.

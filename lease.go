@@ -233,8 +233,8 @@ func (s *Store) expiryLoop() {
 			s.wg.Go(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*s.opts.ElectionTimeout)
 				defer cancel()
-				_, err := s.propose(ctx, &wire.Command{Type: wire.CmdLeaseExpire, LeaseID: id})
-				if err != nil && !errors.Is(err, ErrLeaseNotFound) && !errors.Is(err, ErrClosed) {
+				_, err := s.proposeAsLeader(ctx, &wire.Command{Type: wire.CmdLeaseExpire, LeaseID: id})
+				if err != nil && !errors.Is(err, ErrLeaseNotFound) && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotLeader) {
 					s.log.Warn("lease expiry not committed; will retry", "lease", id, "err", err)
 				}
 			})
@@ -378,7 +378,18 @@ func (s *Store) leaseKeepAlive(ctx context.Context, id int64) *wire.Response {
 
 func ceilMillis(d time.Duration) int64 { return int64((d + time.Millisecond - 1) / time.Millisecond) }
 
-func (s *Store) leaseTimeToLive(id int64, keys bool) *wire.Response {
+func (s *Store) leaseTimeToLive(ctx context.Context, id int64, keys bool) *wire.Response {
+	// As for a keep-alive: a deposed leader that has not noticed must not
+	// report a lease alive that a newer leader already expired, nor miss
+	// a revoke committed before the call: confirm leadership with a
+	// quorum, then wait until everything acknowledged is applied here.
+	index, err := s.confirmIndex(ctx)
+	if err == nil {
+		err = s.waitApplied(ctx, index)
+	}
+	if err != nil {
+		return s.leaderResult(err)
+	}
 	left, ttl, err := s.lessor.remaining(id)
 	if err != nil {
 		return errToWire(err)

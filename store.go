@@ -690,7 +690,9 @@ func (s *Store) readLoop() {
 			continue
 		}
 		index := s.raft.CommitIndex()
-		err := s.raft.VerifyLeader().Error()
+		vf := s.raft.VerifyLeader()
+		s.answerOnStop(vf) // Close must not wait on a raft that is shutting down
+		err := vf.Error()
 		if err == nil && !s.isReady() {
 			err = &NotLeaderError{}
 		}
@@ -773,6 +775,26 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, e
 			return nil, err
 		}
 	}
+}
+
+// proposeAsLeader proposes cmd on this node, only while it is the ready
+// leader, once: never forwarded, never retried elsewhere. For commands
+// that carry this leader's own decision, such as a lease expiry by its
+// clock: a deposed leader's stale decision must not reach the new leader,
+// whose clock may have renewed the lease since.
+func (s *Store) proposeAsLeader(ctx context.Context, cmd *wire.Command) (*applyResult, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if !s.isReady() {
+		return nil, &NotLeaderError{}
+	}
+	data, err := wire.EncodeCommand(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	res, err, _ := s.applyLocal(ctx, data)
+	return res, err
 }
 
 // leader returns the leader's address and ID as this node knows them.

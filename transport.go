@@ -570,7 +570,7 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 	case wire.RPCLeaseKeepAlive:
 		return s.leaseKeepAlive(ctx, req.LeaseID)
 	case wire.RPCLeaseTimeToLive:
-		return s.leaseTimeToLive(req.LeaseID, req.Keys)
+		return s.leaseTimeToLive(ctx, req.LeaseID, req.Keys)
 	case wire.RPCStatus:
 		if s.isLeaving() {
 			return errToWire(errLeaving)
