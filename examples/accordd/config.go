@@ -56,6 +56,8 @@ type config struct {
 	electionTimeoutMS   uint
 	heartbeatIntervalMS uint
 	snapshotCount       uint64
+	snapshotCatchup     uint64
+	snapshotInterval    time.Duration
 	maxRequestBytes     uint
 	maxTxnOps           uint
 	watchProgressNotify time.Duration
@@ -85,6 +87,7 @@ var accordFlags = map[string]bool{
 	"listen-gossip-url": true,
 	"gossip-key-file":   true,
 	"bootstrap-expect":  true,
+	"snapshot-interval": true,
 }
 
 // ignoredFlags are etcd flags accordd accepts so that an existing etcd
@@ -136,6 +139,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.UintVar(&c.electionTimeoutMS, "election-timeout", 1000, "time (in milliseconds) for an election to time out")
 	fs.UintVar(&c.heartbeatIntervalMS, "heartbeat-interval", 100, "accepted for etcd compatibility; accord derives heartbeats from --election-timeout")
 	fs.Uint64Var(&c.snapshotCount, "snapshot-count", 8192, "number of committed log entries that trigger a snapshot")
+	fs.Uint64Var(&c.snapshotCatchup, "snapshot-catchup-entries", 10240, "log entries kept after a snapshot, so that a slow follower catches up from the log rather than a snapshot")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether --snapshot-count entries have accumulated (accord)")
 	fs.UintVar(&c.maxRequestBytes, "max-request-bytes", 1572864, "maximum client request size in bytes")
 	fs.UintVar(&c.maxTxnOps, "max-txn-ops", 128, "maximum number of operations permitted in a transaction")
 	fs.DurationVar(&c.watchProgressNotify, "watch-progress-notify-interval", 10*time.Minute, "interval of watch progress notifications")
@@ -411,6 +416,9 @@ func (c *config) validate() (*settings, error) {
 	if len(c.name) > 128 || strings.ContainsAny(c.name, ",=\n\r\t") {
 		return nil, fmt.Errorf("--name %q: use at most 128 characters, without ',' or '='", c.name)
 	}
+	if c.snapshotInterval <= 0 {
+		return nil, fmt.Errorf("--snapshot-interval %v: must be positive", c.snapshotInterval)
+	}
 	s.dataDir = c.dataDir
 	if s.dataDir == "" {
 		s.dataDir = c.name + ".accord"
@@ -532,6 +540,8 @@ func (c *config) validate() (*settings, error) {
 	o.PeerTLS = s.peerTLS
 	o.ElectionTimeout = time.Duration(c.electionTimeoutMS) * time.Millisecond
 	o.SnapshotThreshold = c.snapshotCount
+	o.TrailingLogs = c.snapshotCatchup
+	o.SnapshotInterval = c.snapshotInterval
 	o.MaxRequestBytes = int(c.maxRequestBytes)
 	o.MaxTxnOps = int(c.maxTxnOps)
 	o.WatchProgressNotifyInterval = c.watchProgressNotify

@@ -46,6 +46,8 @@ func TestConfigDefaults(t *testing.T) {
 		InitialCluster:              []accord.InitialMember{{ID: id, PeerAddr: "127.0.0.1:2380"}},
 		ElectionTimeout:             time.Second,
 		SnapshotThreshold:           8192,
+		SnapshotInterval:            30 * time.Second,
+		TrailingLogs:                10240,
 		MaxRequestBytes:             1572864,
 		MaxTxnOps:                   128,
 		WatchProgressNotifyInterval: 10 * time.Minute,
@@ -76,6 +78,9 @@ func TestConfigFromEnv(t *testing.T) {
 		"ETCD_ELECTION_TIMEOUT=250",
 		"ETCD_LOG_LEVEL=debug",
 		"ETCD_AUTO_COMPACTION_RETENTION=2",
+		"ETCD_SNAPSHOT_COUNT=500",
+		"ETCD_SNAPSHOT_CATCHUP_ENTRIES=50",
+		"ACCORD_SNAPSHOT_INTERVAL=2s",
 	}
 	s, warnings := settingsFor(t, nil, env)
 	if len(warnings) != 0 {
@@ -85,6 +90,9 @@ func TestConfigFromEnv(t *testing.T) {
 	if o.NodeName != "n1" || s.dataDir != "/var/lib/accordd" || o.ClusterName != "prod" || o.NodeID != nodeID("prod", "n1") ||
 		o.ElectionTimeout != 250*time.Millisecond || s.logLevel != "debug" || s.compaction.period != 2*time.Hour {
 		t.Errorf("got name %q dir %q cluster %q id %q election %v log %s compaction %v", o.NodeName, s.dataDir, o.ClusterName, o.NodeID, o.ElectionTimeout, s.logLevel, s.compaction)
+	}
+	if o.SnapshotThreshold != 500 || o.TrailingLogs != 50 || o.SnapshotInterval != 2*time.Second {
+		t.Errorf("snapshots: count %d, catch-up entries %d, interval %v", o.SnapshotThreshold, o.TrailingLogs, o.SnapshotInterval)
 	}
 	if len(s.listenClient) != 2 || !slices.Equal(o.ClientURLs, []string{"http://10.0.0.1:2379"}) {
 		t.Errorf("client URLs: listen %s, advertise %q", urlStrings(s.listenClient), o.ClientURLs)
@@ -286,6 +294,7 @@ func TestConfigErrors(t *testing.T) {
 		{"election timeout", []string{"--election-timeout=5"}, nil, "--election-timeout 5"},
 		{"env not a number", nil, []string{"ETCD_ELECTION_TIMEOUT=1s"}, `ETCD_ELECTION_TIMEOUT="1s"`},
 		{"log level", []string{"--log-level=loud"}, nil, "--log-level"},
+		{"snapshot interval", []string{"--snapshot-interval=0s"}, nil, "--snapshot-interval 0s: must be positive"},
 		{"unknown flag", []string{"--no-such-flag=1"}, nil, "flag provided but not defined: -no-such-flag"},
 		{"stray argument", []string{"start"}, nil, `unexpected argument "start"`},
 		{"gossip and initial cluster", []string{"--join=127.0.0.1:2381", "--initial-cluster=default=http://127.0.0.1:2380"}, nil, "exclude each other"},
