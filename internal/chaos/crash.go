@@ -53,7 +53,9 @@ func CrashLoop(ctx context.Context, cfg Config) (*Report, error) {
 	r := &run{cfg: &cfg, c: c, rep: rep, rec: newRecorder(), dir: dir}
 	r.crashLoop(ctx)
 	c.close()
-	rep.Snapshots += countSnapshots(dir)
+	taken, installed := countSnapshots(dir)
+	rep.Snapshots += taken
+	rep.SnapshotInstalls += installed
 	rep.Elapsed = time.Since(began)
 	rep.Duration = rep.Elapsed
 	r.finish()

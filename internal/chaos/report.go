@@ -36,16 +36,17 @@ type Report struct {
 	Duration time.Duration // their client time, summed
 	Elapsed  time.Duration // their wall time, summed
 
-	Ops          map[string]*OpCount // by kind
-	OpsChecked   int                 // operations that went into a check (porcupine, the committed history, the final state)
-	WatchEvents  int                 // watch events compared with the committed history
-	WatchResumes int                 // watches seen to resume after their member was killed, paused or partitioned
-	Faults       map[string]int      // faults injected, by kind
-	Kills        int                 // SIGKILLs delivered (all kinds)
-	Restarts     int                 // processes restarted (each came back serving or is a violation)
-	Snapshots    int                 // raft snapshots the members logged
-	AckedWrites  int                 // acknowledged writes checked against the final state
-	LostWrites   int                 // acknowledged writes missing from it (must be 0)
+	Ops              map[string]*OpCount // by kind
+	OpsChecked       int                 // operations that went into a check (porcupine, the committed history, the final state)
+	WatchEvents      int                 // watch events compared with the committed history
+	WatchResumes     int                 // watches seen to resume after their member was killed, paused or partitioned
+	Faults           map[string]int      // faults injected, by kind
+	Kills            int                 // SIGKILLs delivered (all kinds)
+	Restarts         int                 // processes restarted (each came back serving or is a violation)
+	Snapshots        int                 // raft snapshots the members logged
+	SnapshotInstalls int                 // snapshots members installed from a leader
+	AckedWrites      int                 // acknowledged writes checked against the final state
+	LostWrites       int                 // acknowledged writes missing from it (must be 0)
 
 	Violations    []Violation // the first few of each kind
 	NumViolations int         // all of them
@@ -132,6 +133,7 @@ func (r *Report) Add(o *Report) {
 	r.Kills += o.Kills
 	r.Restarts += o.Restarts
 	r.Snapshots += o.Snapshots
+	r.SnapshotInstalls += o.SnapshotInstalls
 	r.AckedWrites += o.AckedWrites
 	r.LostWrites += o.LostWrites
 	r.Violations = append(r.Violations, o.Violations...)
@@ -190,7 +192,7 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "faults injected:    %d: %s\n", nf, strings.Join(fs, ", "))
-	fmt.Fprintf(w, "SIGKILLs:           %d (restarts %d, each serving again without operator action unless a violation says otherwise); snapshots logged by members: %d\n", r.Kills, r.Restarts, r.Snapshots)
+	fmt.Fprintf(w, "SIGKILLs:           %d (restarts %d, each serving again without operator action unless a violation says otherwise); snapshots logged by members: %d taken, %d installed from a leader\n", r.Kills, r.Restarts, r.Snapshots, r.SnapshotInstalls)
 	fmt.Fprintf(w, "violations:         %d\n", r.NumViolations)
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  - %s\n", v)

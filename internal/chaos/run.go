@@ -41,7 +41,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer c.close()
 	r.execute(ctx)
 	c.close()
-	rep.Snapshots += countSnapshots(dir)
+	taken, installed := countSnapshots(dir)
+	rep.Snapshots += taken
+	rep.SnapshotInstalls += installed
 	rep.Elapsed = time.Since(began)
 	r.finish()
 	return rep, nil
@@ -412,15 +414,17 @@ func (r *run) finish() {
 	r.cfg.Logf("run failed: history saved in %s", r.dir)
 }
 
-// countSnapshots counts the raft snapshots the members of a run logged.
-func countSnapshots(dir string) int {
-	n := 0
+// countSnapshots counts the raft snapshots the members of a run logged:
+// taken, and installed from a leader (a lagging or new member brought up
+// to date by snapshot rather than by the log).
+func countSnapshots(dir string) (taken, installed int) {
 	logs, _ := filepath.Glob(filepath.Join(dir, "*", "accordd.log"))
 	for _, l := range logs {
 		b, err := os.ReadFile(l)
 		if err == nil {
-			n += bytes.Count(b, []byte("snapshot complete up to"))
+			taken += bytes.Count(b, []byte("snapshot complete up to"))
+			installed += bytes.Count(b, []byte("Installed remote snapshot"))
 		}
 	}
-	return n
+	return taken, installed
 }
