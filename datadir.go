@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -495,6 +496,17 @@ func (r *indexedReader) snapshotIndex() uint64 { return r.index }
 // checks the file system of the data directory every diskCheckInterval,
 // and again, at most every diskRecheckInterval, on a write refused for
 // lack of space, so that writes resume promptly once space is back.
+//
+// Between two checks the disk can still fill (another program writes
+// fast), and raft's own appends then fail with ENOSPC: hashicorp raft steps
+// a leader down on a failed append, and the new term's first entry fails
+// again, an election per append for as long as the disk stays full. So the
+// guard also keeps a reserve: a preallocated file (diskReserveName, Linux,
+// diskReserveSize) that it deletes the moment the raft store reports no
+// space (noSpace). Client writes are refused from then on, and raft's own
+// small entries (no-ops, terms, votes, revokes, compactions) have the
+// reserve's blocks. The reserve is allocated again once the free space is
+// above MinFreeDiskBytes plus its size; until then writes stay refused.
 type diskGuard struct {
 	dir  string
 	min  uint64 // 0: off
@@ -503,11 +515,18 @@ type diskGuard struct {
 
 	full      atomic.Bool
 	lastCheck atomic.Int64 // unix nanos of the last check
+
+	mu        sync.Mutex // serialises reserve changes; guards the fields below
+	reserved  bool       // the reserve file is allocated
+	released  bool       // noSpace deleted it; check must allocate it again
+	noReserve bool       // preallocation is not available here
 }
 
 const (
 	diskCheckInterval   = time.Second
 	diskRecheckInterval = 100 * time.Millisecond
+	diskReserveName     = "disk.reserve"
+	diskReserveSize     = 16 << 20
 )
 
 func newDiskGuard(dir string, minFree int64, log *slog.Logger) *diskGuard {
@@ -516,9 +535,61 @@ func newDiskGuard(dir string, minFree int64, log *slog.Logger) *diskGuard {
 	g.free.Store(&f)
 	if minFree > 0 {
 		g.min = uint64(minFree)
+		g.mu.Lock()
+		g.reserve()
+		g.mu.Unlock()
 	}
 	g.check()
 	return g
+}
+
+// reserve allocates the reserve file if it is not there yet. Called with
+// mu held. It reports whether the reserve is in place; where preallocation
+// is not available there is none, and that counts as in place.
+func (g *diskGuard) reserve() bool {
+	if g.reserved || g.noReserve {
+		return true
+	}
+	path := filepath.Join(g.dir, diskReserveName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		g.log.Warn("disk reserve not allocated", "path", path, "err", err)
+		return false
+	}
+	err = allocate(f, diskReserveSize)
+	f.Close()
+	switch {
+	case errors.Is(err, errors.ErrUnsupported) || errors.Is(err, syscall.EOPNOTSUPP):
+		os.Remove(path)
+		g.noReserve = true
+		return true
+	case err != nil:
+		os.Remove(path)
+		return false
+	}
+	g.reserved, g.released = true, false
+	return true
+}
+
+// noSpace is called when the raft store failed a write for lack of space:
+// writes are refused at once, and the reserve is freed for raft's own.
+func (g *diskGuard) noSpace(err error) {
+	if g.min == 0 {
+		return
+	}
+	g.lastCheck.Store(time.Now().UnixNano())
+	wasFull := g.full.Swap(true)
+	g.mu.Lock()
+	freed := false
+	if g.reserved {
+		freed = os.Remove(filepath.Join(g.dir, diskReserveName)) == nil
+		g.reserved = false
+	}
+	g.released = true
+	g.mu.Unlock()
+	if !wasFull || freed {
+		g.log.Error("disk full: the raft log could not be written; refusing writes until space is freed", "err", err, "reserve_freed", freed)
+	}
 }
 
 // check reads the free space and updates full, logging transitions.
@@ -532,6 +603,14 @@ func (g *diskGuard) check() {
 		return
 	}
 	full := free < g.min
+	if !full {
+		g.mu.Lock()
+		if g.released && !g.noReserve && (free < g.min+diskReserveSize || !g.reserve()) {
+			full = true // space for the reserve first
+		}
+		g.released = g.released && full
+		g.mu.Unlock()
+	}
 	if g.full.Swap(full) != full {
 		if full {
 			g.log.Error("disk almost full: refusing writes until space is freed", "free_bytes", free, "min_free_bytes", g.min)
@@ -578,7 +657,7 @@ func (g *diskGuard) refuse(t wire.CmdType) error {
 }
 
 // raftStore is the raft log and stable store of a data directory, as raft
-// sees them. It adds two things to the bolt store:
+// sees them. It adds three things to the bolt store:
 //
 //   - For a directory without state yet (a joining node), it marks the
 //     directory initialized in its manifest before raft's first write (a
@@ -593,9 +672,12 @@ func (g *diskGuard) refuse(t wire.CmdType) error {
 //     are dropped and reads fail. Only a store that is shutting down sees
 //     that: its raft has stopped, and a dropped term update can only make
 //     it forget a term in which it neither voted nor accepted entries.
+//   - A write that fails for lack of space tells the disk guard at once
+//     (diskGuard.noSpace), which frees its reserve for raft's own writes.
 type raftStore struct {
 	*raftboltdb.BoltStore
-	mark func() error // nil once the directory is initialized
+	mark    func() error // nil once the directory is initialized
+	noSpace func(error)  // told of a write that failed for lack of space
 
 	mu     sync.RWMutex // held for reading by every call, for writing by close
 	closed bool
@@ -605,8 +687,8 @@ type raftStore struct {
 
 var errStoreClosed = errors.New("accord: raft store closed")
 
-func newRaftStore(b *raftboltdb.BoltStore, mark func() error) *raftStore {
-	rs := &raftStore{BoltStore: b, mark: mark}
+func newRaftStore(b *raftboltdb.BoltStore, mark func() error, noSpace func(error)) *raftStore {
+	rs := &raftStore{BoltStore: b, mark: mark, noSpace: noSpace}
 	rs.inited.Store(mark == nil)
 	return rs
 }
@@ -641,7 +723,11 @@ func (rs *raftStore) write(f func() error) error {
 		}
 		rs.initMu.Unlock()
 	}
-	return f()
+	err := f()
+	if err != nil && rs.noSpace != nil && isNoSpace(err) {
+		rs.noSpace(err)
+	}
+	return err
 }
 
 func (rs *raftStore) read(f func() error) error {

@@ -2,7 +2,10 @@
 
 package accord
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 // freeDiskBytes returns the bytes an unprivileged writer can still use on
 // the file system holding dir.
@@ -12,4 +15,10 @@ func freeDiskBytes(dir string) (uint64, bool) {
 		return 0, false
 	}
 	return uint64(st.Bavail) * uint64(st.Bsize), true
+}
+
+// isNoSpace reports whether err says the file system (or the quota, or
+// a file-size limit) has no room for the write.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG)
 }

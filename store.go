@@ -246,7 +246,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			return writeManifest(dir, m)
 		}
 	}
-	s.stores = newRaftStore(logs, mark) // see raftStore
+	s.stores = newRaftStore(logs, mark, s.disk.noSpace) // see raftStore
 	// Recent entries stay in memory: replication to followers reads them
 	// back one bolt transaction each otherwise (Consul does the same).
 	cache, err := raft.NewLogCache(raftLogCache, s.stores)

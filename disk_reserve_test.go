@@ -1,0 +1,85 @@
+package accord
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A raft append that fails for lack of space (the disk filled between two
+// free-space checks) makes the guard refuse writes at once and free its
+// reserve for raft's own entries; once there is room again the reserve is
+// allocated again and writes resume, without an operator.
+func TestDiskReserve(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the reserve is preallocated with fallocate, on Linux only")
+	}
+	dir := t.TempDir()
+	s := openTestStore(t, dir, nil)
+	ctx := t.Context()
+	reserve := filepath.Join(dir, diskReserveName)
+	fi, err := os.Stat(reserve)
+	if err != nil || fi.Size() != diskReserveSize {
+		t.Fatalf("reserve after Open: %v %v", fi, err)
+	}
+	if _, err := s.Put(ctx, "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+
+	// What bbolt returns when a commit cannot grow the file.
+	enospc := &os.PathError{Op: "write", Path: filepath.Join(dir, raftDBName), Err: syscall.ENOSPC}
+	if err := s.stores.write(func() error { return enospc }); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write error %v, want the ENOSPC passed through", err)
+	}
+	if _, err := os.Stat(reserve); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reserve still there after ENOSPC: %v", err)
+	}
+	if _, err := s.Put(ctx, "k", []byte("v2")); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("put after ENOSPC: %v, want ErrNoSpace", err)
+	}
+	if g, err := s.Get(ctx, "k"); err != nil || string(g.KVs[0].Value) != "v1" {
+		t.Fatalf("read after ENOSPC: %+v %v", g, err)
+	}
+
+	// The real disk has room: the guard's next check allocates the
+	// reserve again and lets writes through.
+	eventually(t, 5*time.Second, "writes resume", func() error {
+		_, err := s.Put(ctx, "k", []byte("v3"))
+		return err
+	})
+	if fi, err := os.Stat(reserve); err != nil || fi.Size() != diskReserveSize {
+		t.Fatalf("reserve after recovery: %v %v", fi, err)
+	}
+}
+
+// Without room for the reserve above MinFreeDiskBytes, writes stay
+// refused after an ENOSPC even though the free space is above the limit.
+func TestDiskReserveNeedsRoom(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the reserve is preallocated with fallocate, on Linux only")
+	}
+	o := testOptions()
+	o.MinFreeDiskBytes = 64 << 20
+	s := openTestStore(t, "", o)
+	var free atomic.Uint64
+	free.Store(uint64(o.MinFreeDiskBytes + diskReserveSize/2))
+	fakeDisk(s, &free)
+	if _, err := s.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatalf("put above the limit: %v", err)
+	}
+	s.disk.noSpace(syscall.ENOSPC)
+	pace(t.Context(), diskRecheckInterval) // so that the Put below rechecks
+	if _, err := s.Put(t.Context(), "k", []byte("v")); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("put with no room for the reserve: %v, want ErrNoSpace", err)
+	}
+	free.Store(1 << 40)
+	eventually(t, 5*time.Second, "writes resume", func() error {
+		_, err := s.Put(t.Context(), "k", []byte("v"))
+		return err
+	})
+}
