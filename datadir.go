@@ -625,7 +625,6 @@ func (g *diskGuard) reserve() bool {
 // noSpace is called when the raft store failed a write for lack of space:
 // writes are refused at once, and the reserve is freed for raft's own.
 func (g *diskGuard) noSpace(err error) {
-	return
 	if g.min == 0 {
 		return
 	}
