@@ -12,12 +12,15 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
@@ -441,7 +444,7 @@ func (s *Store) clusterAtLeast(ctx context.Context, v string) (bool, string) {
 	if err != nil {
 		return false, ""
 	}
-	var gm map[string]serf.Member
+	var gm map[string]member
 	if s.gossip != nil {
 		gm = s.gossip.members()
 	}
@@ -449,7 +452,7 @@ func (s *Store) clusterAtLeast(ctx context.Context, v string) (bool, string) {
 	for _, srv := range conf.Servers {
 		var ver string
 		if m, ok := gm[string(srv.ID)]; ok && m.Status == serf.StatusAlive {
-			ver = m.Tags[tagVersion]
+			ver = m.tags.version
 		}
 		switch {
 		case string(srv.ID) == s.id:
@@ -791,6 +794,7 @@ type gossip struct {
 	since map[string]time.Time // alive member ID -> when it last became alive here
 	names map[string]string    // member ID -> its name tag, while gossip knows it
 	seen  map[string]bool      // IDs gossip has ever shown this node; kept after reap
+	bad   map[string]string    // member name -> the tag error logged for it; until reap
 
 	// Owned by the reconcile goroutine.
 	joinRetry map[string]retryState // member ID -> failed checks (join, address move)
@@ -808,14 +812,135 @@ func gossipTags(o *Options, id, raftAddr string) map[string]string {
 	if o.NonVoter {
 		role = roleNonvoter
 	}
-	return map[string]string{
-		tagID:      id,
-		tagName:    o.NodeName,
-		tagRaft:    raftAddr,
-		tagRole:    role,
-		tagVersion: o.Version,
-		tagCluster: o.ClusterName,
+	return memberTags{id: id, name: o.NodeName, raft: raftAddr, role: role, version: o.Version, cluster: o.ClusterName}.encode()
+}
+
+// memberTags are a member's gossip tags, checked by parseMemberTags.
+type memberTags struct {
+	id      string // the member's ID: equal to its serf name
+	name    string // Options.NodeName: printable UTF-8, may be empty
+	raft    string // advertised peer (raft) address: host:port, port 1-65535
+	role    string // roleVoter, roleNonvoter or "" (a non-voter)
+	version string // dotted numeric version, as compareVersions reads it
+	cluster string // Options.ClusterName
+}
+
+// encode returns the tags as serf carries them. An empty tag is left out
+// (a missing tag reads as empty), so tags that parsed never encode longer
+// than they came, and stay within serf's limit.
+func (t memberTags) encode() map[string]string {
+	tags := map[string]string{
+		tagID:      t.id,
+		tagRaft:    t.raft,
+		tagVersion: t.version,
+		tagCluster: t.cluster,
 	}
+	if t.name != "" {
+		tags[tagName] = t.name
+	}
+	if t.role != "" {
+		tags[tagRole] = t.role
+	}
+	return tags
+}
+
+func (t memberTags) voter() bool { return t.role == roleVoter }
+
+// parseMemberTags checks the tags of the serf member called name. Tags come
+// from other nodes, unauthenticated without GossipKey, and every value
+// ends up in a raft configuration, a dial, a version comparison or a log
+// line, so a member whose tags fail here is not taken for a member of this
+// cluster. Unknown tags are ignored (a newer version may add some), but
+// count toward the size limit.
+func parseMemberTags(name string, tags map[string]string) (memberTags, error) {
+	size := 0
+	for k, v := range tags {
+		size += len(k) + len(v)
+	}
+	// The encoding is at least as long as the keys and values; encoding
+	// only when that fits bounds the work a huge map costs.
+	if size > memberlist.MetaMaxSize || encodedTagsLen(tags) > memberlist.MetaMaxSize {
+		return memberTags{}, fmt.Errorf("tags exceed serf's limit of %d bytes", memberlist.MetaMaxSize)
+	}
+	t := memberTags{
+		id:      tags[tagID],
+		name:    tags[tagName],
+		raft:    tags[tagRaft],
+		role:    tags[tagRole],
+		version: tags[tagVersion],
+		cluster: tags[tagCluster],
+	}
+	switch {
+	case name == "" || t.id != name:
+		return memberTags{}, fmt.Errorf("id tag %q is not the member's name %q", t.id, name)
+	case !validName(t.cluster):
+		return memberTags{}, fmt.Errorf("cluster tag %q: not a cluster name", t.cluster)
+	case len(t.name) > 128 || !utf8.ValidString(t.name) || strings.ContainsFunc(t.name, unicode.IsControl):
+		return memberTags{}, fmt.Errorf("name tag %q: not at most 128 bytes of printable UTF-8", t.name)
+	case t.role != roleVoter && t.role != roleNonvoter && t.role != "":
+		return memberTags{}, fmt.Errorf("role tag %q: neither %q nor %q", t.role, roleVoter, roleNonvoter)
+	case !validVersion(t.version):
+		return memberTags{}, fmt.Errorf("version tag %q: not a dotted numeric version", t.version)
+	}
+	if err := checkPeerAddr(t.raft); err != nil {
+		return memberTags{}, fmt.Errorf("raft tag %q: %w", t.raft, err)
+	}
+	return t, nil
+}
+
+// checkPeerAddr checks an advertised peer address: host:port in the form
+// net.JoinHostPort writes it, the host a specific IP address (as
+// listenPeers requires) or a host name, the port decimal 1-65535.
+func checkPeerAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 || strconv.FormatUint(p, 10) != port {
+		return errors.New("port is not a number from 1 to 65535")
+	}
+	if net.JoinHostPort(host, port) != addr {
+		return errors.New("not in host:port form")
+	}
+	notName := func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_')
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.IsUnspecified() || strings.ContainsFunc(ip.Zone(), notName) {
+			return errors.New("host is not a specific IP address")
+		}
+		return nil
+	}
+	if len(host) == 0 || len(host) > 253 || strings.ContainsFunc(host, notName) {
+		return errors.New("host is neither an IP address nor a host name")
+	}
+	return nil
+}
+
+// validVersion reports whether v is a version compareVersions reads
+// exactly: numbers of 1-6 digits (versionParts stops accumulating at
+// 1<<20) separated by dots, optionally followed by '-' or '+' and a suffix
+// of [0-9A-Za-z.+-] that comparisons ignore ("0.3.0-rc.1").
+func validVersion(v string) bool {
+	digits := 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c >= '0' && c <= '9':
+			if digits++; digits > 6 {
+				return false
+			}
+		case c == '.' && digits > 0:
+			digits = 0
+		case (c == '-' || c == '+') && digits > 0:
+			suffix := v[i+1:]
+			return suffix != "" && !strings.ContainsFunc(suffix, func(r rune) bool {
+				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '+')
+			})
+		default:
+			return false
+		}
+	}
+	return digits > 0
 }
 
 // encodedTagsLen is the size serf gives tags on the wire (a magic byte and
@@ -836,6 +961,10 @@ func newGossip(o *Options, id, raftAddr string) (*gossip, error) {
 	if n := encodedTagsLen(tags); n > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("accord: open: gossip tags take %d bytes, more than serf's limit of %d: shorten NodeName (%d bytes), Version, ClusterName or the advertised peer address", n, memberlist.MetaMaxSize, len(o.NodeName))
 	}
+	// The others would ignore this node (and so would its own bootstrap).
+	if _, err := parseMemberTags(id, tags); err != nil {
+		return nil, fmt.Errorf("accord: open: other members would reject this node's gossip tags: %w", err)
+	}
 	log := o.Logger.With("node", id)
 	g := &gossip{
 		log:           log,
@@ -847,6 +976,7 @@ func newGossip(o *Options, id, raftAddr string) (*gossip, error) {
 		since:         make(map[string]time.Time),
 		names:         make(map[string]string),
 		seen:          make(map[string]bool),
+		bad:           make(map[string]string),
 		joinRetry:     make(map[string]retryState),
 		quorumLog:     make(map[string]bool),
 	}
@@ -1068,11 +1198,14 @@ func (g *gossip) handleEvent(e serf.Event) {
 		return // user events and queries: not used
 	}
 	now := time.Now()
-	g.mu.Lock()
+	ours := make([]member, 0, len(me.Members))
 	for _, m := range me.Members {
-		if !g.ours(m) {
-			continue
+		if t, ok := g.ours(m); ok { // outside g.mu: ours takes it
+			ours = append(ours, member{m, t})
 		}
+	}
+	g.mu.Lock()
+	for _, m := range ours {
 		id := m.Name
 		switch me.Type {
 		case serf.EventMemberJoin, serf.EventMemberUpdate:
@@ -1082,8 +1215,8 @@ func (g *gossip) handleEvent(e serf.Event) {
 			if _, alive := g.since[id]; !alive || me.Type == serf.EventMemberJoin {
 				g.since[id] = now
 			}
-			g.addrs[id] = m.Tags[tagRaft]
-			g.names[id] = m.Tags[tagName]
+			g.addrs[id] = m.tags.raft
+			g.names[id] = m.tags.name
 			g.seen[id] = true
 		case serf.EventMemberFailed, serf.EventMemberLeave:
 			delete(g.addrs, id)
@@ -1092,6 +1225,11 @@ func (g *gossip) handleEvent(e serf.Event) {
 			delete(g.addrs, id)
 			delete(g.since, id)
 			delete(g.names, id)
+		}
+	}
+	if me.Type == serf.EventMemberReap {
+		for _, m := range me.Members {
+			delete(g.bad, m.Name)
 		}
 	}
 	g.mu.Unlock()
@@ -1104,20 +1242,44 @@ func (g *gossip) handleEvent(e serf.Event) {
 	kick(g.bootstrapKick)
 }
 
-// ours reports whether a serf member belongs to this cluster and names
-// itself consistently. memberlist's label keeps other clusters out
-// already; this also covers a misconfigured label.
-func (g *gossip) ours(m serf.Member) bool {
-	return m.Tags[tagCluster] == g.cluster && m.Tags[tagID] == m.Name && m.Tags[tagRaft] != ""
+// member is a serf member of this cluster with its parsed tags; code reads
+// tags only from there, never from Member.Tags.
+type member struct {
+	serf.Member
+	tags memberTags
+}
+
+// ours reports whether a serf member belongs to this cluster and has
+// well-formed tags (parseMemberTags), and returns them. memberlist's label
+// keeps other clusters out already; this also covers a misconfigured
+// label. A member of this cluster with bad tags is logged once per error
+// until gossip reaps it. It takes g.mu.
+func (g *gossip) ours(m serf.Member) (memberTags, bool) {
+	if m.Tags[tagCluster] != g.cluster {
+		return memberTags{}, false
+	}
+	t, err := parseMemberTags(m.Name, m.Tags)
+	if err == nil {
+		return t, true
+	}
+	msg := err.Error()
+	g.mu.Lock()
+	logged := g.bad[m.Name] == msg
+	g.bad[m.Name] = msg
+	g.mu.Unlock()
+	if !logged {
+		g.log.Warn("gossip: ignoring a member with malformed tags", "peer", m.Name, "gossip_addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), "err", err)
+	}
+	return memberTags{}, false
 }
 
 // members returns the serf members of this cluster by ID (alive, failed
 // and left; reaped ones are gone).
-func (g *gossip) members() map[string]serf.Member {
-	out := make(map[string]serf.Member)
+func (g *gossip) members() map[string]member {
+	out := make(map[string]member)
 	for _, m := range g.serf.Members() {
-		if g.ours(m) {
-			out[m.Name] = m
+		if t, ok := g.ours(m); ok {
+			out[m.Name] = member{m, t}
 		}
 	}
 	return out
@@ -1146,8 +1308,8 @@ func (g *gossip) name(id string) string {
 func (g *gossip) clusterVersion(own string) string {
 	v := own
 	for _, m := range g.members() {
-		if m.Status == serf.StatusAlive && compareVersions(m.Tags[tagVersion], v) < 0 {
-			v = m.Tags[tagVersion]
+		if m.Status == serf.StatusAlive && compareVersions(m.tags.version, v) < 0 {
+			v = m.tags.version
 		}
 	}
 	return v
@@ -1228,14 +1390,14 @@ func (g *gossip) bootstrapLoop() {
 // is done with bootstrapping (bootstrapped, or decided not to).
 func (g *gossip) tryBootstrap(ctx context.Context, expect int) bool {
 	s := g.s
-	var voters []serf.Member
-	var alive []serf.Member
+	var voters []member
+	var alive []member
 	for _, m := range g.members() {
 		if m.Status != serf.StatusAlive {
 			continue
 		}
 		alive = append(alive, m)
-		if m.Tags[tagRole] == roleVoter {
+		if m.tags.voter() {
 			voters = append(voters, m)
 		}
 	}
@@ -1246,7 +1408,7 @@ func (g *gossip) tryBootstrap(ctx context.Context, expect int) bool {
 		if m.Name == s.id {
 			continue
 		}
-		st, err := g.status(ctx, m.Name, m.Tags[tagRaft])
+		st, err := g.status(ctx, m.Name, m.tags.raft)
 		if err != nil {
 			g.log.Debug("bootstrap: cannot ask a candidate for its state yet", "peer", m.Name, "err", err)
 			return false
@@ -1256,13 +1418,13 @@ func (g *gossip) tryBootstrap(ctx context.Context, expect int) bool {
 			return true
 		}
 	}
-	slices.SortFunc(voters, func(a, b serf.Member) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(voters, func(a, b member) int { return strings.Compare(a.Name, b.Name) })
 	voters = voters[:expect]
 	conf := raft.Configuration{}
 	self := false
 	for _, m := range voters {
 		self = self || m.Name == s.id
-		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Tags[tagRaft])})
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.tags.raft)})
 	}
 	if !self {
 		g.log.Info("bootstrap: not among the first candidates; waiting to be added", "expect", expect)
@@ -1387,7 +1549,7 @@ func (g *gossip) reconcile(ctx context.Context) time.Duration {
 			continue
 		}
 		srv, ok := inConf[id]
-		raftAddr := m.Tags[tagRaft]
+		raftAddr := m.tags.raft
 		switch {
 		case m.Status == serf.StatusAlive && !ok:
 			soonest(g.addFromGossip(ctx, conf, m, members))
@@ -1468,7 +1630,7 @@ func (g *gossip) retryLater(id, msg, raftAddr string, err error) time.Duration {
 // rule: fewer failed voters than a majority), so two voters never shrink to
 // one on gossip's word alone, and three whose two others look failed stay
 // three even when gossip reaps them one at a time.
-func (g *gossip) quorumWithout(ctx context.Context, conf raft.Configuration, id string, members map[string]serf.Member, ofCurrent bool) bool {
+func (g *gossip) quorumWithout(ctx context.Context, conf raft.Configuration, id string, members map[string]member, ofCurrent bool) bool {
 	var others []string
 	voters, live := 0, 0
 	for _, srv := range conf.Servers {
@@ -1493,7 +1655,7 @@ func (g *gossip) quorumWithout(ctx context.Context, conf raft.Configuration, id 
 		if live >= voters/2+1 {
 			break
 		}
-		if _, err := g.status(ctx, sid, members[sid].Tags[tagRaft]); err == nil {
+		if _, err := g.status(ctx, sid, members[sid].tags.raft); err == nil {
 			live++
 		}
 	}
@@ -1508,9 +1670,9 @@ func (g *gossip) quorumWithout(ctx context.Context, conf raft.Configuration, id 
 // whose data directory was replaced) is removed first if gossip knew it,
 // it is not alive in gossip, and quorum allows. It returns when to retry after a failed
 // check.
-func (g *gossip) addFromGossip(ctx context.Context, conf raft.Configuration, m serf.Member, members map[string]serf.Member) time.Duration {
+func (g *gossip) addFromGossip(ctx context.Context, conf raft.Configuration, m member, members map[string]member) time.Duration {
 	s := g.s
-	id, raftAddr := m.Name, m.Tags[tagRaft]
+	id, raftAddr := m.Name, m.tags.raft
 	if wait, ok := g.retryWait(id); !ok {
 		return wait
 	}
@@ -1558,7 +1720,7 @@ func (s *Store) confChangeTimeout() time.Duration {
 // promote promotes stable, caught-up non-voters with the voter role while
 // there are fewer than MaxVoters voters. It returns when a candidate that
 // is not ready yet should be looked at again.
-func (g *gossip) promote(ctx context.Context, members map[string]serf.Member) time.Duration {
+func (g *gossip) promote(ctx context.Context, members map[string]member) time.Duration {
 	s := g.s
 	conf, err := s.configuration()
 	if err != nil {
@@ -1571,7 +1733,7 @@ func (g *gossip) promote(ctx context.Context, members map[string]serf.Member) ti
 			voters++
 			continue
 		}
-		if m, ok := members[string(srv.ID)]; ok && m.Status == serf.StatusAlive && m.Tags[tagRole] == roleVoter {
+		if m, ok := members[string(srv.ID)]; ok && m.Status == serf.StatusAlive && m.tags.voter() {
 			candidates = append(candidates, srv)
 		}
 	}
@@ -1593,7 +1755,7 @@ func (g *gossip) promote(ctx context.Context, members map[string]serf.Member) ti
 			}
 			continue
 		}
-		st, err := g.status(ctx, id, members[id].Tags[tagRaft])
+		st, err := g.status(ctx, id, members[id].tags.raft)
 		if err != nil {
 			g.log.Debug("gossip: cannot check a promotion candidate", "peer", id, "err", err)
 			next = s.opts.ElectionTimeout
