@@ -566,6 +566,7 @@ type diskGuard struct {
 
 	full      atomic.Bool
 	lastCheck atomic.Int64 // unix nanos of the last check
+	noSpaceAt atomic.Int64 // unix nanos of the last write the raft store failed for lack of space
 
 	mu        sync.Mutex // serialises reserve changes; guards the fields below
 	reserved  bool       // the reserve file is allocated
@@ -628,7 +629,9 @@ func (g *diskGuard) noSpace(err error) {
 	if g.min == 0 {
 		return
 	}
-	g.lastCheck.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	g.noSpaceAt.Store(now)
+	g.lastCheck.Store(now)
 	wasFull := g.full.Swap(true)
 	g.mu.Lock()
 	freed := false
@@ -641,6 +644,13 @@ func (g *diskGuard) noSpace(err error) {
 	if !wasFull || freed {
 		g.log.Error("disk full: the raft log could not be written; refusing writes until space is freed", "err", err, "reserve_freed", freed)
 	}
+}
+
+// noSpaceSince reports whether the raft store failed a write for lack of
+// space at or after t.
+func (g *diskGuard) noSpaceSince(t time.Time) bool {
+	at := g.noSpaceAt.Load()
+	return at != 0 && at >= t.UnixNano()
 }
 
 // check reads the free space and updates full, logging transitions.
@@ -730,6 +740,8 @@ type raftStore struct {
 	mark    func() error // nil once the directory is initialized
 	noSpace func(error)  // told of a write that failed for lack of space
 
+	failLogs atomic.Pointer[error] // tests: StoreLogs fails with this error
+
 	mu     sync.RWMutex // held for reading by every call, for writing by close
 	closed bool
 	initMu sync.Mutex // serialises the first mark
@@ -795,7 +807,12 @@ func (rs *raftStore) StoreLog(l *raft.Log) error {
 }
 
 func (rs *raftStore) StoreLogs(ls []*raft.Log) error {
-	return rs.write(func() error { return rs.BoltStore.StoreLogs(ls) })
+	return rs.write(func() error {
+		if e := rs.failLogs.Load(); e != nil {
+			return *e
+		}
+		return rs.BoltStore.StoreLogs(ls)
+	})
 }
 
 func (rs *raftStore) DeleteRange(min, max uint64) error {

@@ -764,6 +764,11 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, e
 			retry = true
 		)
 		if s.isReady() {
+			// Again on every attempt: a retry after a leader change (which a
+			// full disk may have caused) must not slip into the reserve.
+			if err := s.disk.refuse(cmd.Type); err != nil {
+				return nil, err
+			}
 			res, err, retry = s.applyLocal(ctx, data)
 		} else if addr, id := s.leader(); addr != "" && id != s.id && s.peer != nil {
 			res, err, retry = s.forward(ctx, addr, data)
@@ -835,6 +840,7 @@ func (s *Store) applyLocal(ctx context.Context, data []byte) (res *applyResult, 
 			return nil, ctx.Err(), false
 		}
 	}
+	start := time.Now()
 	f := s.raft.ApplyLog(raft.Log{Data: data, Extensions: logEntrySum(data)}, timeout)
 	err = s.waitFuture(ctx, f)
 	switch {
@@ -852,6 +858,10 @@ func (s *Store) applyLocal(ctx context.Context, data []byte) (res *applyResult, 
 		return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ErrClosed), false
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ctx.Err()), false
+	case s.disk.noSpaceSince(start):
+		// The leader's own append failed (raft's log cache flattens the
+		// store's error to text): not stored, not replicated.
+		return nil, ErrNoSpace, false
 	}
 	return nil, err, false
 }
