@@ -64,6 +64,7 @@ type config struct {
 	autoCompactionMode  string
 	autoCompactionRet   string
 	unsafeNoFsync       bool
+	enablePprof         bool
 
 	logLevel          string
 	logFormat         string
@@ -95,7 +96,7 @@ var accordFlags = map[string]bool{
 // logs a warning.
 var ignoredFlags = []string{
 	"quota-backend-bytes", "max-snapshots", "max-wals", "wal-dir", "logger",
-	"enable-v2", "v2-deprecation", "enable-pprof", "metrics", "pre-vote",
+	"enable-v2", "v2-deprecation", "metrics", "pre-vote",
 	"strict-reconfig-check", "enable-grpc-gateway", "initial-election-tick-advance",
 	"cors", "host-whitelist", "auth-token", "backend-bbolt-freelist-type",
 	"socket-reuse-port", "socket-reuse-address", "experimental-initial-corrupt-check",
@@ -146,6 +147,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.watchProgressNotify, "watch-progress-notify-interval", 10*time.Minute, "interval of watch progress notifications")
 	fs.StringVar(&c.autoCompactionMode, "auto-compaction-mode", "periodic", "periodic (retention is a duration) or revision (retention is a number of revisions)")
 	fs.StringVar(&c.autoCompactionRet, "auto-compaction-retention", "0", "auto compaction retention: 0 disables; periodic: \"1h\" or hours (\"1\"); revision: a count")
+	fs.BoolVar(&c.enablePprof, "enable-pprof", false, "serve Go's runtime profiles at /debug/pprof/ on the client (and metrics) URLs")
 	fs.BoolVar(&c.unsafeNoFsync, "unsafe-no-fsync", false, "disables fsync, unsafe, will cause data loss on a machine crash (tests only)")
 
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -288,6 +290,7 @@ type settings struct {
 	advertiseCli  []*url.URL
 	listenMetrics []*url.URL
 	cluster       []member
+	pprof         bool
 
 	clientTLS  *tls.Config // for https client and metrics URLs
 	peerTLS    *tls.Config
@@ -409,7 +412,7 @@ func parseInitialCluster(s string) ([]member, error) {
 // validate checks c and derives the settings, returning the first problem
 // as one line.
 func (c *config) validate() (*settings, error) {
-	s := &settings{name: c.name, token: c.initialClusterToken, logFormat: c.logFormat}
+	s := &settings{name: c.name, token: c.initialClusterToken, logFormat: c.logFormat, pprof: c.enablePprof}
 	if c.name == "" {
 		return nil, errors.New("--name is empty")
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,13 +107,21 @@ func newMetricsHandler(store *accord.Store) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
-// newMetricsMux serves /metrics and, for --listen-metrics-urls, /health as
-// etcd answers it (the client URLs get /health from etcdapi).
-func newMetricsMux(store *accord.Store, withHealth bool) *http.ServeMux {
+// newMetricsMux serves /metrics, for --listen-metrics-urls /health as etcd
+// answers it (the client URLs get /health from etcdapi), and with
+// --enable-pprof Go's profiles at /debug/pprof/, as etcd does.
+func newMetricsMux(store *accord.Store, withHealth, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", newMetricsHandler(store))
 	if withHealth {
 		mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) { serveHealth(store, w, r) })
+	}
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
 }

@@ -45,9 +45,13 @@ func TestSystemdNotify(t *testing.T) {
 				}
 			}
 			client, peer, metrics := freePort(t), freePort(t), freePort(t)
-			p := startProc(t, "notify", dir, []string{"NOTIFY_SOCKET=" + name},
-				"--listen-client-urls=http://127.0.0.1:"+client, "--listen-peer-urls=http://127.0.0.1:"+peer,
-				"--listen-metrics-urls=http://127.0.0.1:"+metrics, "--election-timeout="+testElectionMS)
+			args := []string{"--listen-client-urls=http://127.0.0.1:" + client, "--listen-peer-urls=http://127.0.0.1:" + peer,
+				"--listen-metrics-urls=http://127.0.0.1:" + metrics, "--election-timeout=" + testElectionMS}
+			pprof := abstract // one of the two runs also checks --enable-pprof
+			if pprof {
+				args = append(args, "--enable-pprof")
+			}
+			p := startProc(t, "notify", dir, []string{"NOTIFY_SOCKET=" + name}, args...)
 			read("READY=1")
 			// READY=1 means it serves: a linearizable read works at once.
 			if out := mustCtl(t, "127.0.0.1:"+client, "put", "k", "v"); out != "OK\n" {
@@ -63,6 +67,18 @@ func TestSystemdNotify(t *testing.T) {
 				resp.Body.Close()
 				if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 					t.Errorf("GET %s on the metrics URL: %d %.300s, want %q", path, resp.StatusCode, body, want)
+				}
+			}
+			// Go's profiles, on the client and metrics URLs, only with --enable-pprof.
+			for _, port := range []string{client, metrics} {
+				resp, err := http.Get("http://127.0.0.1:" + port + "/debug/pprof/cmdline")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if ok := resp.StatusCode == 200 && strings.Contains(string(body), "accordd"); ok != pprof {
+					t.Errorf("GET /debug/pprof/cmdline on port %s with --enable-pprof=%v: %d %.200q", port, pprof, resp.StatusCode, body)
 				}
 			}
 			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
