@@ -194,16 +194,20 @@ func TestClusterMoreFollowerCatchUp(t *testing.T) {
 	}
 }
 
+// smallSnapshots makes members snapshot every 16 entries and keep only 4
+// after a snapshot, so that a lagging or new member needs the leader's
+// snapshot to catch up.
+func smallSnapshots(_ int, o *Options) {
+	o.SnapshotThreshold = 16
+	o.TrailingLogs = 4
+}
+
 // TestClusterMoreReplaceMemberSnapshot replaces a member with a fresh node
 // after the leader compacted its log: the newcomer can only be brought up
 // to date with a snapshot (InstallSnapshot), and must end up with exactly
 // the leader's state: keys, history, revisions and leases.
 func TestClusterMoreReplaceMemberSnapshot(t *testing.T) {
-	small := func(_ int, o *Options) {
-		o.SnapshotThreshold = 16
-		o.TrailingLogs = 4
-	}
-	c := newTestCluster(t, 3, small)
+	c := newTestCluster(t, 3, smallSnapshots)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	ln := c.leader()
@@ -271,7 +275,7 @@ func TestClusterMoreReplaceMemberSnapshot(t *testing.T) {
 		JoinExisting:    true,
 		Peers:           []string{l.PeerAddr()},
 	}
-	small(nd.idx, &nd.opts)
+	smallSnapshots(nd.idx, &nd.opts)
 	m, err := l.AddMember(ctx, nd.opts.PeerAddr, false)
 	if err != nil {
 		t.Fatal(err)
@@ -577,11 +581,7 @@ func TestClusterMoreMemberChangeUnknownOutcome(t *testing.T) {
 // the log has a hole the snapshot covers. The member must start again on
 // that directory, with everything it had.
 func TestClusterMoreRestartAfterInstallSnapshot(t *testing.T) {
-	small := func(_ int, o *Options) {
-		o.SnapshotThreshold = 16
-		o.TrailingLogs = 4
-	}
-	c := newTestCluster(t, 3, small)
+	c := newTestCluster(t, 3, smallSnapshots)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	ln := c.leader()
