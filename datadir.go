@@ -578,7 +578,7 @@ const (
 	diskCheckInterval   = time.Second
 	diskRecheckInterval = 100 * time.Millisecond
 	diskReserveName     = "disk.reserve"
-	diskReserveSize     = 16 << 20
+	diskReserveSize     = 4 << 20
 )
 
 func newDiskGuard(dir string, minFree int64, log *slog.Logger) *diskGuard {
@@ -588,7 +588,7 @@ func newDiskGuard(dir string, minFree int64, log *slog.Logger) *diskGuard {
 	if minFree > 0 {
 		g.min = uint64(minFree)
 		g.mu.Lock()
-		g.reserve()
+		g.released = !g.reserve() // not allocated: check tries again, writes wait
 		g.mu.Unlock()
 	}
 	g.check()

@@ -65,7 +65,7 @@ type Options struct {
 	// failed append makes a leader step down and re-elect over and over.
 	// Reads, Revoke and Compact keep working, and writes resume by
 	// themselves once space is back. Default 64 MiB; -1 turns the check
-	// off. With the check on, the data directory also holds a 16 MiB
+	// off. With the check on, the data directory also holds a 4 MiB
 	// preallocated file, disk.reserve (Linux), freed the moment a raft
 	// append fails for lack of space, so that a disk filled faster than the
 	// check notices costs one election rather than one per append.

@@ -189,7 +189,7 @@ func TestDiskFull(t *testing.T) {
 // reads the free space once a second, can notice. A write the guard
 // admitted before then reaches raft, the leader's append fails with
 // ENOSPC, and hashicorp raft steps the leader down. Before the guard kept
-// a reserve (disk.reserve, 16 MiB, freed the moment the raft store reports
+// a reserve (disk.reserve, 4 MiB, freed the moment the raft store reports
 // ENOSPC), every new term's first entry failed again: an election per
 // append for as long as the disk stayed full. On the member that filled:
 //
@@ -644,11 +644,11 @@ var leaderAppendNoSpace = regexp.MustCompile(`(?m)^.*msg="failed to commit logs"
 // directory).
 const (
 	guardMinFree = 64 << 20
-	guardReserve = 16 << 20
+	guardReserve = 4 << 20
 )
 
 // The members' tmpfs: big enough for accordd's data directory, the
-// guard's 64 MiB and its 16 MiB reserve, with room to spare: after a
+// guard's 64 MiB and its 4 MiB reserve, with room to spare: after a
 // raft append failed for lack of space, the guard takes writes again only
 // once it has both free. Small enough to fill in a moment.
 const (
