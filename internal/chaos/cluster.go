@@ -485,21 +485,11 @@ func (c *cluster) addMember(ctx context.Context) (*node, error) {
 		}
 	} else {
 		// The add may have happened: the member list tells.
-		for range 20 {
-			octx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			l, lerr := c.admin.MemberList(octx)
-			cancel()
-			if lerr != nil {
-				pace(ctx, 200*time.Millisecond)
-				continue
+		for _, m := range c.memberListAfterError(ctx) {
+			peers = append(peers, m.PeerURLs...)
+			if len(m.PeerURLs) > 0 && m.PeerURLs[0] == n.peerURL() {
+				id = m.ID
 			}
-			for _, m := range l.Members {
-				peers = append(peers, m.PeerURLs...)
-				if len(m.PeerURLs) > 0 && m.PeerURLs[0] == n.peerURL() {
-					id = m.ID
-				}
-			}
-			break
 		}
 		if id == 0 {
 			c.forget(n)
@@ -549,6 +539,27 @@ func (c *cluster) nodeByPeerURL(u string) *node {
 	return nil
 }
 
+// memberListAfterError reads the member list after a membership change
+// failed without saying whether it happened: up to 20 tries, 200ms apart.
+// nil if no try succeeded.
+func (c *cluster) memberListAfterError(ctx context.Context) []*etcdMember {
+	for range 20 {
+		octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		l, err := c.admin.MemberList(octx)
+		cancel()
+		if err == nil {
+			if l.Members == nil {
+				return []*etcdMember{}
+			}
+			return l.Members
+		}
+		if !pace(ctx, 200*time.Millisecond) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // removeMember removes n with MemberRemove and waits for its process to
 // exit, as accordd does once the cluster removed it.
 func (c *cluster) removeMember(ctx context.Context, n *node) error {
@@ -559,18 +570,8 @@ func (c *cluster) removeMember(ctx context.Context, n *node) error {
 	cancel()
 	if err != nil {
 		// The removal may have happened: the member list tells.
-		gone := false
-		for range 20 {
-			octx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			l, lerr := c.admin.MemberList(octx)
-			cancel()
-			if lerr != nil {
-				pace(ctx, 200*time.Millisecond)
-				continue
-			}
-			gone = !slices.ContainsFunc(l.Members, func(m *etcdMember) bool { return m.ID == id })
-			break
-		}
+		ms := c.memberListAfterError(ctx)
+		gone := ms != nil && !slices.ContainsFunc(ms, func(m *etcdMember) bool { return m.ID == id })
 		if !gone {
 			n.unmarkRemoved(!n.hasExited())
 			return fmt.Errorf("member remove %s: %w", n.name, err)
