@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/accordkv/accord/internal/regmodel"
 )
 
 // TestClusterLinearizable runs clients against a 3-node cluster while the
@@ -130,7 +131,7 @@ func TestClusterLinearizable(t *testing.T) {
 				t.Fatalf("final local read of %s on node %d: %v", k, nd.idx, err)
 			}
 			if got := linOutputOf(sg.KVs); got != out {
-				t.Errorf("node %d holds %s = %s, the leader %s", nd.idx, k, got, out)
+				t.Errorf("node %d holds %s = %s, the leader %s", nd.idx, k, got.model(), out.model())
 			}
 		}
 	}
@@ -147,14 +148,14 @@ func TestClusterLinearizable(t *testing.T) {
 	}
 
 	checkStart := time.Now()
-	res := porcupine.CheckOperationsTimeout(linModel, history, 10*time.Second)
+	res := porcupine.CheckOperationsTimeout(regmodel.Model, history, 10*time.Second)
 	t.Logf("porcupine: %s in %v", res, time.Since(checkStart).Round(time.Millisecond))
 	if res == porcupine.Ok {
 		return
 	}
 	// Not linearizable (or not decided in time): check again with the
 	// details a visualisation needs.
-	res, info := porcupine.CheckOperationsVerbose(linModel, history, 10*time.Second)
+	res, info := porcupine.CheckOperationsVerbose(regmodel.Model, history, 10*time.Second)
 	// Not under t.TempDir: that is removed when the test ends.
 	dir := os.Getenv("ACCORD_LIN_OUT")
 	if dir == "" {
@@ -164,7 +165,7 @@ func TestClusterLinearizable(t *testing.T) {
 		}
 	}
 	path := filepath.Join(dir, fmt.Sprintf("linearizable-%d.html", seed))
-	if err := porcupine.VisualizePath(linModel, info, path); err != nil {
+	if err := porcupine.VisualizePath(regmodel.Model, info, path); err != nil {
 		t.Errorf("writing the visualisation: %v", err)
 	} else {
 		t.Logf("history visualisation: %s", path)
@@ -174,13 +175,13 @@ func TestClusterLinearizable(t *testing.T) {
 
 // ---- the clients ----
 
-type linKind uint8
+type linKind = regmodel.Kind
 
 const (
-	linGet linKind = iota
-	linPut
-	linDelete
-	linCAS
+	linGet    = regmodel.Get
+	linPut    = regmodel.Put
+	linDelete = regmodel.Delete
+	linCAS    = regmodel.CAS
 )
 
 // linInput is one operation on one key.
@@ -205,11 +206,13 @@ type linOutput struct {
 	deleted int64 // delete
 }
 
-func (o linOutput) String() string {
-	if !o.exists {
-		return "<absent>"
-	}
-	return fmt.Sprintf("%q@%d", o.value, o.rev)
+// model (and linInput's) is what regmodel.Model checks.
+func (o linOutput) model() regmodel.Output {
+	return regmodel.Output{Unknown: o.unknown, OK: o.ok, Exists: o.exists, Value: o.value, Rev: o.rev, Deleted: o.deleted}
+}
+
+func (in linInput) model() regmodel.Input {
+	return regmodel.Input{Kind: in.kind, Key: in.key, Value: in.value, ExpRev: in.expRev, ExpValue: in.expValue}
 }
 
 func linOutputOf(kvs []KeyValue) linOutput {
@@ -243,7 +246,7 @@ func (r *linRecorder) now() int64 { return int64(time.Since(r.start)) }
 
 func (r *linRecorder) add(client int, in linInput, out linOutput, call, ret int64) {
 	r.mu.Lock()
-	r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+	r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in.model(), Output: out.model(), Call: call, Return: ret})
 	r.mu.Unlock()
 }
 
@@ -261,7 +264,7 @@ func (r *linRecorder) finish() ([]porcupine.Operation, *linStats) {
 		if r.ops[i].Return == linPending {
 			r.ops[i].Return = last + 1
 		}
-		r.stats.kinds[r.ops[i].Input.(linInput).kind]++
+		r.stats.kinds[r.ops[i].Input.(regmodel.Input).Kind]++
 	}
 	return r.ops, &r.stats
 }
@@ -403,142 +406,4 @@ func (cl *linClient) maybeApplied(err error) bool {
 		st.firstOther.Store(&err)
 	}
 	return true
-}
-
-// ---- the model ----
-
-// linState is the state of one key.
-type linState struct {
-	exists bool
-	value  string
-	rev    int64 // mod revision of value; 0 when absent or not known (written by an op of unknown outcome)
-	floor  int64 // the highest known revision of a write to this key: every later write is above it
-}
-
-// observe checks what a read returned against the state, and learns the
-// mod revision if it was not known.
-func (s linState) observe(o linOutput) (bool, any) {
-	if o.exists != s.exists || o.value != s.value {
-		return false, s
-	}
-	switch {
-	case !o.exists:
-		return true, s
-	case s.rev != 0:
-		return o.rev == s.rev, s
-	case o.rev <= s.floor:
-		return false, s
-	}
-	s.rev, s.floor = o.rev, o.rev
-	return true, s
-}
-
-// casHolds tells whether ModRevision(key) == in.expRev holds in s. Values
-// are unique, so when the revision of the current value is not known, the
-// value says which write it came from.
-func (s linState) casHolds(in linInput) bool {
-	switch {
-	case in.expRev == 0:
-		return !s.exists
-	case !s.exists:
-		return false
-	case s.rev != 0:
-		return s.rev == in.expRev
-	}
-	return s.value == in.expValue
-}
-
-func linStep(state, input, output any) (bool, any) {
-	s, in, o := state.(linState), input.(linInput), output.(linOutput)
-	switch in.kind {
-	case linGet:
-		return s.observe(o)
-	case linPut:
-		if o.unknown {
-			return true, linState{exists: true, value: in.value, floor: s.floor}
-		}
-		if o.rev <= s.floor {
-			return false, s
-		}
-		return true, linState{exists: true, value: in.value, rev: o.rev, floor: o.rev}
-	case linDelete:
-		switch {
-		case o.unknown:
-			return true, linState{floor: s.floor}
-		case !s.exists:
-			return o.deleted == 0, s
-		case o.deleted != 1 || o.rev <= s.floor:
-			return false, s
-		}
-		return true, linState{floor: o.rev}
-	case linCAS:
-		holds := s.casHolds(in)
-		switch {
-		case o.unknown && holds:
-			return true, linState{exists: true, value: in.value, floor: s.floor}
-		case o.unknown:
-			return true, s
-		case o.ok:
-			if !holds || o.rev <= s.floor {
-				return false, s
-			}
-			return true, linState{exists: true, value: in.value, rev: o.rev, floor: o.rev}
-		case holds:
-			return false, s
-		}
-		return s.observe(o)
-	}
-	return false, s
-}
-
-var linModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byKey := make(map[string][]porcupine.Operation)
-		var keys []string
-		for _, op := range history {
-			k := op.Input.(linInput).key
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
-			}
-			byKey[k] = append(byKey[k], op)
-		}
-		slices.Sort(keys)
-		out := make([][]porcupine.Operation, 0, len(keys))
-		for _, k := range keys {
-			out = append(out, byKey[k])
-		}
-		return out
-	},
-	Init: func() any { return linState{} },
-	Step: linStep,
-	DescribeOperation: func(input, output any) string {
-		in, o := input.(linInput), output.(linOutput)
-		var res string
-		switch {
-		case o.unknown:
-			res = "?"
-		case in.kind == linGet || in.kind == linCAS && !o.ok:
-			res = o.String()
-		case in.kind == linDelete:
-			res = fmt.Sprintf("deleted %d @%d", o.deleted, o.rev)
-		default:
-			res = fmt.Sprintf("ok @%d", o.rev)
-		}
-		switch in.kind {
-		case linGet:
-			return fmt.Sprintf("get(%s) -> %s", in.key, res)
-		case linPut:
-			return fmt.Sprintf("put(%s, %q) -> %s", in.key, in.value, res)
-		case linDelete:
-			return fmt.Sprintf("delete(%s) -> %s", in.key, res)
-		}
-		return fmt.Sprintf("cas(%s, mod=%d(%q) -> %q) -> %s", in.key, in.expRev, in.expValue, in.value, res)
-	},
-	DescribeState: func(state any) string {
-		s := state.(linState)
-		if !s.exists {
-			return fmt.Sprintf("<absent> (writes above %d)", s.floor)
-		}
-		return fmt.Sprintf("%q@%d (writes above %d)", s.value, s.rev, s.floor)
-	},
 }

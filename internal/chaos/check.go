@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/accordkv/accord/internal/regmodel"
 	"github.com/anishathalye/porcupine"
 )
 
@@ -459,14 +460,14 @@ func (r *run) checkLinearizable(ops []*Op) {
 		}
 	}
 	start := time.Now()
-	res := porcupine.CheckOperationsTimeout(regModel, history, r.cfg.CheckTimeout)
+	res := porcupine.CheckOperationsTimeout(regmodel.Model, history, r.cfg.CheckTimeout)
 	r.cfg.Logf("  porcupine: %s for %d register operations in %v", res, len(history), time.Since(start).Round(time.Millisecond))
 	if res == porcupine.Ok {
 		return
 	}
-	res, info := porcupine.CheckOperationsVerbose(regModel, history, r.cfg.CheckTimeout)
+	res, info := porcupine.CheckOperationsVerbose(regmodel.Model, history, r.cfg.CheckTimeout)
 	path := filepath.Join(r.dir, "porcupine.html")
-	if err := porcupine.VisualizePath(regModel, info, path); err != nil {
+	if err := porcupine.VisualizePath(regmodel.Model, info, path); err != nil {
 		path = "(visualisation failed: " + err.Error() + ")"
 	}
 	if res == porcupine.Unknown {
