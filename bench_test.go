@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/accordkv/accord/internal/logbridge"
+	"github.com/accordkv/accord/internal/raftlog"
 	"github.com/accordkv/accord/internal/wire"
 )
 
@@ -159,13 +159,14 @@ func (nopSnapshot) Release()                             {}
 type nopSnapshot struct{}
 
 // rawRaftStorage gives a raw raft node of a baseline benchmark the store's
-// raft settings (raftConfig) and storage: raft.db through openBolt with the
-// same bbolt options and fsync, and a file snapshot store.
-func rawRaftStorage(b *testing.B, o *Options) (*raft.Config, *raftboltdb.BoltStore, raft.SnapshotStore) {
+// raft settings (raftConfig) and storage: the raft log in raft-log/ and
+// the stable store in raft.db, opened and synced as Open does, and a file
+// snapshot store. The caller closes the stores after raft's Shutdown.
+func rawRaftStorage(b *testing.B, o *Options) (*raft.Config, *raftStore, raft.SnapshotStore) {
 	b.Helper()
 	dir := filepath.Join(b.TempDir(), "data")
 	conf := (&Store{opts: *o, id: o.NodeID}).raftConfig()
-	logs, err := openBoltDir(dir, o)
+	logs, err := openRawStores(dir, o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -178,8 +179,8 @@ func rawRaftStorage(b *testing.B, o *Options) (*raft.Config, *raftboltdb.BoltSto
 
 // openRawRaft starts a bare single-voter raft node configured exactly as
 // Open configures the store's: raftConfig() (MaxAppendEntries,
-// BatchApplyCh, timeouts, snapshot settings), raft.db through openBolt with
-// the same bbolt options and fsync, a file snapshot store, an in-memory
+// BatchApplyCh, timeouts, snapshot settings), the same raft log and stable
+// store with fsync, a file snapshot store, an in-memory
 // transport.
 func openRawRaft(b *testing.B) *raft.Raft {
 	b.Helper()
@@ -203,7 +204,7 @@ func openRawRaft(b *testing.B) *raft.Raft {
 			b.Error(err)
 		}
 		trans.Close()
-		logs.Close()
+		logs.close()
 	})
 	eventually(b, 10*time.Second, "raw raft node becomes leader", func() error {
 		if r.State() != raft.Leader {
@@ -411,10 +412,20 @@ func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
 	b.ReportMetric(pct(0.99), name+"-p99-us")
 }
 
-// openBoltDir opens raft.db in dir as Open does.
-func openBoltDir(dir string, o *Options) (*raftboltdb.BoltStore, error) {
+// openRawStores opens a raft log and stable store in a new dir as Open
+// does.
+func openRawStores(dir string, o *Options) (*raftStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return openBolt(filepath.Join(dir, raftDBName), o)
+	stable, err := openBolt(filepath.Join(dir, raftDBName), o)
+	if err != nil {
+		return nil, err
+	}
+	logs, err := raftlog.Open(filepath.Join(dir, raftLogDir), o.raftLogOptions())
+	if err != nil {
+		stable.Close()
+		return nil, err
+	}
+	return newRaftStore(logs, stable, nil, nil), nil
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/accordkv/accord/internal/logbridge"
 )
@@ -93,7 +92,7 @@ func BenchmarkClusterGet(b *testing.B) {
 
 // BenchmarkClusterRaftBaseline is the ceiling for BenchmarkClusterPut on
 // the leader: raft.Apply on the leader of a bare 3-node raft cluster with
-// the store's raft settings (raftConfig with benchClusterElection), raft.db through openBolt with fsync, raft's NetworkTransport
+// the store's raft settings (raftConfig with benchClusterElection), its raft log and stable store with fsync, raft's NetworkTransport
 // over loopback TCP with the peer transport's pool size and timeout, and
 // an FSM that does nothing.
 func BenchmarkClusterRaftBaseline(b *testing.B) {
@@ -114,7 +113,7 @@ func openRawRaftCluster(b *testing.B, n int) *raft.Raft {
 	b.Helper()
 	type rawNode struct {
 		conf  *raft.Config
-		logs  *raftboltdb.BoltStore
+		logs  *raftStore
 		snaps raft.SnapshotStore
 		trans *raft.NetworkTransport
 		r     *raft.Raft
@@ -135,7 +134,7 @@ func openRawRaftCluster(b *testing.B, n int) *raft.Raft {
 		for _, nd := range nodes {
 			nd.trans.CloseStreams()
 			nd.trans.Close()
-			nd.logs.Close()
+			nd.logs.close()
 		}
 	})
 	for i := range n {

@@ -200,6 +200,7 @@ func TestClusterMoreFollowerCatchUp(t *testing.T) {
 func smallSnapshots(_ int, o *Options) {
 	o.SnapshotThreshold = 16
 	o.TrailingLogs = 4
+	o.logSegmentSize = 4096 // a few entries a segment: compaction removes segments
 }
 
 // TestClusterMoreReplaceMemberSnapshot replaces a member with a fresh node

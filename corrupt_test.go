@@ -2,34 +2,66 @@ package accord
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
+	"github.com/hashicorp/raft"
+
+	"github.com/accordkv/accord/internal/raftlog"
 )
 
 // Damaged data directories: each case takes a healthy directory (data, two
-// snapshots, log entries after the newest), damages it, and checks that
-// Open refuses it with ErrCorrupt or ErrForeignDir, without panicking,
-// without starting, and without changing a byte of it.
+// snapshots, log entries after the newest, the raft log in several
+// segments), damages it, and checks that Open refuses it with ErrCorrupt or
+// ErrForeignDir, without panicking, without starting, and without changing
+// a byte of it; or, for what is not damage (a crash's leftovers), that it
+// starts with every acknowledged write.
 
 const (
 	corruptNode    = "corrupt-node"
 	corruptCluster = "corrupt-cluster"
 	corruptMarker  = "corrupt-value-"
-	corruptPage    = 4096
+	corruptPage    = 4096 // raft.db's page size
+
+	// The stores of these tests write raft log segments of
+	// corruptSegmentSize (Options.logSegmentSize), a few entries each. On
+	// top of that corruptBuild rewrites the base directory's log
+	// (corruptWriteLog) into a layout the cases can rely on: sealed
+	// segments of corruptSegmentSize and a newest segment of
+	// corruptNewestSize that holds the last corruptNewestEntries entries
+	// and has room to append.
+	corruptSegmentSize   = 4096
+	corruptNewestSize    = 64 << 10
+	corruptNewestEntries = 5
 )
+
+// The segment format of internal/raftlog (see its package comment), read
+// and written here on its own, so that the tests check the documented
+// format rather than the code's idea of it.
+const (
+	corruptWALHeader  = 40 // magic, version, first index, created size, CRC-32C
+	corruptWALRecHdr  = 8  // u32 payload length, u32 CRC-32C of the payload
+	corruptWALFixed   = 8 + 8 + 1 + 8 + 4
+	corruptWALSector  = 512
+	corruptWALPattern = "*.wal"
+)
+
+var corruptCastagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func corruptOpts() *Options {
 	return &Options{
@@ -37,6 +69,7 @@ func corruptOpts() *Options {
 		NodeID:          corruptNode,
 		ClusterName:     corruptCluster,
 		TrailingLogs:    2, // snapshots truncate the log, as in production
+		logSegmentSize:  corruptSegmentSize,
 	}
 }
 
@@ -61,7 +94,7 @@ func corruptBuild(t *testing.T) *corruptBase {
 	put := func(n int) {
 		for range n {
 			key := fmt.Sprintf("k/%03d", len(b.acked))
-			// Long values: the log spans several bolt pages.
+			// Long values: a sealed segment holds only a few entries.
 			val := corruptMarker + key + "-" + strings.Repeat("v", 300)
 			r, err := s.Put(ctx, key, []byte(val))
 			if err != nil {
@@ -81,12 +114,36 @@ func corruptBuild(t *testing.T) *corruptBase {
 	if n := len(persistSnapshots(t, b.dir)); n != 2 {
 		t.Fatalf("base has %d snapshots, want 2", n)
 	}
+	// The disk guard's reserve is not state, and at 4 MiB it would make
+	// every copy and hash of the directory slow. Open allocates it again.
+	if err := os.Remove(filepath.Join(b.dir, diskReserveName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(b.dir, raftLogDir)
+	corruptWriteLog(t, logDir, corruptReadLog(t, logDir))
+	// The cases rely on this layout: an oldest segment the newest
+	// snapshot covers, a sealed segment holding the first entry after the
+	// snapshot, a sealed segment wholly after it, and the newest.
+	segs := corruptSegments(t, b.dir)
+	_, snapIdx := corruptNewestSnapshot(t, b.dir)
+	var layout []string
+	for _, sg := range segs {
+		layout = append(layout, fmt.Sprintf("%s [%d, %d] %d bytes", filepath.Base(sg.path), sg.first, sg.last().index, sg.size))
+	}
+	n := len(segs)
+	if n < 4 || segs[0].last().index > snapIdx || segs[n-2].first <= snapIdx+1 || corruptSegmentOf(segs, snapIdx+1) == n-1 {
+		t.Fatalf("base log layout does not suit the cases (snapshot at %d):\n%s", snapIdx, strings.Join(layout, "\n"))
+	}
+	t.Logf("base: snapshot at %d, log segments:\n%s", snapIdx, strings.Join(layout, "\n"))
 	return b
 }
 
-// corruptCopyTree copies the regular files and directories of src into dst.
+// corruptCopyTree copies the regular files and directories of src into
+// dst. Runs of zeros are left as holes: segment files are sparse, and a
+// copy that allocates them all would make every case slow.
 func corruptCopyTree(t *testing.T, src, dst string) {
 	t.Helper()
+	const chunk = 4096
 	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -100,7 +157,22 @@ func corruptCopyTree(t *testing.T, src, dst string) {
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(target, b, 0o600)
+		f, err := os.OpenFile(target, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		for off := 0; off < len(b) && err == nil; off += chunk {
+			if c := b[off:min(off+chunk, len(b))]; !corruptAllZero(c) {
+				_, err = f.WriteAt(c, int64(off))
+			}
+		}
+		if err == nil {
+			err = f.Truncate(int64(len(b)))
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -168,49 +240,42 @@ func corruptFlip(t *testing.T, path string, off int64, n int) {
 	}
 }
 
-// corruptLogPages returns the bolt pages that hold live log data: leaf
-// pages in use (not on the free list) that contain written values. It
-// inspects a private copy, because opening bolt for writing changes the
-// file.
-func corruptLogPages(t *testing.T, dbPath string) []int {
+func corruptWriteAt(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// corruptBoltRoot returns the page of raft.db that holds its root bucket
+// in the newest transaction: with the log gone from raft.db, the page with
+// raft's term and vote (their buckets are inline).
+func corruptBoltRoot(t *testing.T, dbPath string) int64 {
 	t.Helper()
 	data, err := os.ReadFile(dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := filepath.Join(t.TempDir(), "inspect.db")
-	if err := os.WriteFile(cp, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	db, err := bbolt.Open(cp, 0o600, &bbolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var pages []int
-	err = db.View(func(tx *bbolt.Tx) error {
-		for id := 2; id*corruptPage < len(data); id++ {
-			info, err := tx.Page(id)
-			if err != nil {
-				return err
-			}
-			if info == nil || info.Type != "leaf" {
-				continue
-			}
-			end := (id + 1 + info.OverflowCount) * corruptPage
-			if bytes.Contains(data[id*corruptPage:min(end, len(data))], []byte(corruptMarker)) {
-				pages = append(pages, id)
-			}
+	// bbolt's meta page: a 16-byte page header, then magic, version,
+	// page size, flags, root bucket (page, sequence), freelist, high
+	// water mark, txid, checksum.
+	var root, txid uint64
+	for i := range 2 {
+		m := data[i*corruptPage+16:]
+		if id := binary.NativeEndian.Uint64(m[48:]); id >= txid {
+			txid, root = id, binary.NativeEndian.Uint64(m[16:])
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	if len(pages) == 0 {
-		t.Fatal("no live bolt page holds log data")
+	if root < 2 || int(root+1)*corruptPage > len(data) ||
+		!bytes.Contains(data[root*corruptPage:(root+1)*corruptPage], keyCurrentTerm) {
+		t.Fatalf("raft.db: root page %d (of %d bytes) does not hold the current term", root, len(data))
 	}
-	return pages
+	return int64(root)
 }
 
 func corruptEditManifest(t *testing.T, dir string, edit func(m map[string]any)) {
@@ -233,26 +298,277 @@ func corruptEditManifest(t *testing.T, dir string, edit func(m map[string]any)) 
 	}
 }
 
-// corruptDeleteLogs removes log entries [from, to] from a closed
-// directory, clamping to what the log holds.
-func corruptDeleteLogs(t *testing.T, dir string, from, to func(first, last, snap uint64) uint64) {
+// corruptRec is a record of a segment file.
+type corruptRec struct {
+	off, end int64 // header included
+	index    uint64
+	term     uint64
+	typ      raft.LogType
+	raw      []byte // the record, header included
+}
+
+// corruptSeg is a segment file of the raft log and its records.
+type corruptSeg struct {
+	path  string
+	first uint64
+	size  int64
+	recs  []corruptRec
+}
+
+func (s corruptSeg) last() corruptRec { return s.recs[len(s.recs)-1] }
+
+// corruptSegments reads the raft log segments of the healthy directory dir,
+// oldest first.
+func corruptSegments(t *testing.T, dir string) []corruptSeg {
 	t.Helper()
-	_, snapIdx := corruptNewestSnapshot(t, dir)
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, raftDBName)})
+	paths, err := filepath.Glob(filepath.Join(dir, raftLogDir, corruptWALPattern))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logs.Close()
-	first, _ := logs.FirstIndex()
-	last, _ := logs.LastIndex()
+	slices.Sort(paths) // %020d: by first index
+	var segs []corruptSeg
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) < corruptWALHeader {
+			t.Fatalf("%s: %d bytes", p, len(data))
+		}
+		s := corruptSeg{path: p, first: binary.BigEndian.Uint64(data[16:]), size: int64(len(data))}
+		if created := int64(binary.BigEndian.Uint64(data[24:])); created != s.size {
+			t.Fatalf("%s: %d bytes, created with %d", p, s.size, created)
+		}
+		for off := int64(corruptWALHeader); off+corruptWALRecHdr <= s.size; {
+			n := int64(binary.BigEndian.Uint32(data[off:]))
+			if n == 0 {
+				break
+			}
+			end := off + corruptWALRecHdr + n
+			if n < corruptWALFixed || end > s.size {
+				t.Fatalf("%s: record at %d has length %d", p, off, n)
+			}
+			pl := data[off+corruptWALRecHdr : end]
+			if crc32.Checksum(pl, corruptCastagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
+				t.Fatalf("%s: record at %d fails its checksum", p, off)
+			}
+			s.recs = append(s.recs, corruptRec{off: off, end: end, index: binary.BigEndian.Uint64(pl),
+				term: binary.BigEndian.Uint64(pl[8:]), typ: raft.LogType(pl[16]), raw: data[off:end]})
+			off = end
+		}
+		if len(s.recs) > 0 && !corruptAllZero(data[s.last().end:]) {
+			t.Fatalf("%s: data after the last record", p)
+		}
+		if len(s.recs) == 0 {
+			t.Fatalf("%s: no records", p)
+		}
+		segs = append(segs, s)
+	}
+	return segs
+}
+
+// corruptAllZero reports whether b is all zeros. (bytes.Equal is not
+// instrumented by the race detector; a loop over a 16 MiB segment is, and
+// takes a second.)
+func corruptAllZero(b []byte) bool {
+	var zeros [4096]byte
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// corruptSegmentOf returns the position in segs of the segment holding
+// index, or -1.
+func corruptSegmentOf(segs []corruptSeg, index uint64) int {
+	for i, s := range segs {
+		if s.first <= index && index <= s.last().index {
+			return i
+		}
+	}
+	return -1
+}
+
+// corruptSegPath is where segment s of a copy of the base lives in dir.
+func corruptSegPath(dir string, s corruptSeg) string {
+	return filepath.Join(dir, raftLogDir, filepath.Base(s.path))
+}
+
+// corruptEncodeRecord encodes e as a segment record.
+func corruptEncodeRecord(e *raft.Log) []byte {
+	p := binary.BigEndian.AppendUint64(nil, e.Index)
+	p = binary.BigEndian.AppendUint64(p, e.Term)
+	p = append(p, byte(e.Type))
+	var at int64
+	if !e.AppendedAt.IsZero() {
+		at = e.AppendedAt.UnixNano()
+	}
+	p = binary.BigEndian.AppendUint64(p, uint64(at))
+	p = binary.BigEndian.AppendUint32(p, uint32(len(e.Extensions)))
+	p = append(p, e.Extensions...)
+	p = append(p, e.Data...)
+	rec := binary.BigEndian.AppendUint32(nil, uint32(len(p)))
+	rec = binary.BigEndian.AppendUint32(rec, crc32.Checksum(p, corruptCastagnoli))
+	return append(rec, p...)
+}
+
+// corruptReseal recomputes the checksum of record r of the segment at
+// path, after a test changed its payload.
+func corruptReseal(t *testing.T, path string, r corruptRec) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := crc32.Checksum(data[r.off+corruptWALRecHdr:r.end], corruptCastagnoli)
+	corruptWriteAt(t, path, r.off+4, binary.BigEndian.AppendUint32(nil, sum))
+}
+
+// corruptZeroSector reports whether data[off:end], split at the file's
+// 512-byte sector boundaries, has a piece that is all zeros: what raftlog
+// takes for a write that a crash cut short.
+func corruptZeroSector(data []byte, off, end int64) bool {
+	for start := off; start < end; {
+		next := min((start/corruptWALSector+1)*corruptWALSector, end)
+		if corruptAllZero(data[start:next]) {
+			return true
+		}
+		start = next
+	}
+	return false
+}
+
+// corruptReadLog returns every entry of the raft log in logDir (a closed,
+// healthy directory), gaps left out.
+func corruptReadLog(t *testing.T, logDir string) []*raft.Log {
+	t.Helper()
+	l, err := raftlog.Open(logDir, raftlog.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	first, err := l.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := l.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*raft.Log
+	for i := first; i <= last && last > 0; i++ {
+		e := new(raft.Log)
+		if err := l.GetLog(i, e); errors.Is(err, raft.ErrLogNotFound) {
+			continue
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s holds no entries", logDir)
+	}
+	return out
+}
+
+// corruptWriteLog replaces the raft log in logDir with entries (ascending,
+// possibly with gaps), written by raftlog itself: sealed segments of
+// corruptSegmentSize and, when the last corruptNewestEntries entries are
+// contiguous, a newest segment of corruptNewestSize holding them. Each
+// segment is what raftlog makes; only their sizes differ.
+func corruptWriteLog(t *testing.T, logDir string, entries []*raft.Log) {
+	t.Helper()
+	if err := os.RemoveAll(logDir); err != nil {
+		t.Fatal(err)
+	}
+	store := func(dir string, size int64, es []*raft.Log) {
+		l, err := raftlog.Open(dir, raftlog.Options{SegmentSize: size, NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(es) > 0 { // a gap starts a new segment
+			k := 1
+			for k < len(es) && es[k].Index == es[k-1].Index+1 {
+				k++
+			}
+			if err := l.StoreLogs(es[:k]); err != nil {
+				t.Fatal(err)
+			}
+			es = es[k:]
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(entries)
+	tail := min(corruptNewestEntries, n)
+	if entries[n-1].Index-entries[n-tail].Index != uint64(tail-1) {
+		tail = 0
+	}
+	store(logDir, corruptSegmentSize, entries[:n-tail])
+	if tail == 0 {
+		return
+	}
+	tmp := t.TempDir()
+	store(tmp, corruptNewestSize, entries[n-tail:])
+	names, err := filepath.Glob(filepath.Join(tmp, corruptWALPattern))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("newest segment: %v, %v", names, err)
+	}
+	if err := os.Rename(names[0], filepath.Join(logDir, filepath.Base(names[0]))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// corruptDeleteLogs removes log entries [from, to] from a closed
+// directory: the log is written again without them (raftlog deletes only a
+// prefix or a suffix).
+func corruptDeleteLogs(t *testing.T, dir string, from, to func(first, last, snap uint64) uint64) {
+	t.Helper()
+	_, snapIdx := corruptNewestSnapshot(t, dir)
+	logDir := filepath.Join(dir, raftLogDir)
+	entries := corruptReadLog(t, logDir)
+	first, last := entries[0].Index, entries[len(entries)-1].Index
 	lo, hi := from(first, last, snapIdx), to(first, last, snapIdx)
 	if lo < first || hi >= last || lo > hi {
 		t.Fatalf("bad range [%d, %d] for log [%d, %d], snapshot %d", lo, hi, first, last, snapIdx)
 	}
-	if err := logs.DeleteRange(lo, hi); err != nil {
-		t.Fatal(err)
-	}
+	kept := slices.DeleteFunc(entries, func(e *raft.Log) bool { return lo <= e.Index && e.Index <= hi })
+	corruptWriteLog(t, logDir, kept)
 	t.Logf("log was [%d, %d], snapshot at %d; deleted [%d, %d]", first, last, snapIdx, lo, hi)
+}
+
+// corruptLogRecorder is a slog handler that keeps what Open logs.
+type corruptLogRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (h *corruptLogRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *corruptLogRecorder) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *corruptLogRecorder) WithGroup(string) slog.Handler            { return h }
+
+func (h *corruptLogRecorder) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", r.Level, r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.mu.Lock()
+	h.lines = append(h.lines, b.String())
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *corruptLogRecorder) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.lines, "\n")
 }
 
 // corruptOpenOutcome is how Open treated a directory.
@@ -262,6 +578,7 @@ const (
 	corruptRefused           corruptOutcome = iota // refused with ErrCorrupt
 	corruptForeign                                 // refused with ErrForeignDir
 	corruptRefusedOrComplete                       // refused with ErrCorrupt, or started with every acknowledged write
+	corruptComplete                                // started with every acknowledged write (not damage)
 )
 
 func TestCorruptDataDir(t *testing.T) {
@@ -275,65 +592,95 @@ func TestCorruptDataDir(t *testing.T) {
 		return filepath.Join(sd, "state.bin")
 	}
 	dbPath := func(dir string) string { return filepath.Join(dir, raftDBName) }
+	root := corruptBoltRoot(t, dbPath(base.dir))
+
+	// The raft log of the base (the same in every copy): segs[0] is
+	// covered by the newest snapshot, sealed is the newest sealed segment
+	// (entries after the snapshot only), newest the newest segment.
+	segs := corruptSegments(t, base.dir)
+	_, snapIdx := corruptNewestSnapshot(t, base.dir)
+	sealed, newest := segs[len(segs)-2], segs[len(segs)-1]
+	segPath := corruptSegPath
+	rel := func(s corruptSeg) string { return filepath.Join(raftLogDir, filepath.Base(s.path)) }
+	// pick returns a record of s (of type typ, if not 0) near its middle
+	// that raftlog's torn-write rule cannot take for a torn write (no
+	// piece of it between sector boundaries is all zeros), so that damage
+	// to it must be refused in the newest segment too.
+	pick := func(t *testing.T, s corruptSeg, typ raft.LogType) corruptRec {
+		t.Helper()
+		data, err := os.ReadFile(s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for d := 0; d < len(s.recs); d++ {
+			for _, i := range []int{len(s.recs)/2 + d, len(s.recs)/2 - d} {
+				if i < 0 || i >= len(s.recs) {
+					continue
+				}
+				r := s.recs[i]
+				if (typ == 0 || r.typ == typ) && !corruptZeroSector(data, r.off, r.end) {
+					return r
+				}
+			}
+		}
+		t.Fatalf("%s: no suitable record", s.path)
+		return corruptRec{}
+	}
+	// noZeroSector checks that damage to record r of the segment at path
+	// left no zero sector in it: the damage is not a torn write.
+	noZeroSector := func(t *testing.T, path string, r corruptRec) {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if corruptZeroSector(data, r.off, r.end) {
+			t.Fatalf("the damage made a zero sector in the record at %d of %s", r.off, path)
+		}
+	}
+	truncate := func(t *testing.T, path string, size int64) {
+		t.Helper()
+		if err := os.Truncate(path, size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	remove := func(t *testing.T, path string) {
+		t.Helper()
+		if err := os.RemoveAll(path); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	cases := []struct {
 		name   string
 		damage func(t *testing.T, dir string)
 		opts   func(o *Options)
 		want   corruptOutcome
+		path   string // the file the CorruptError names, relative to the directory (if set)
+		reason string // in the CorruptError's reason (if set)
+		// check runs after a start (corruptComplete), with what Open
+		// logged.
+		check func(t *testing.T, dir, logged string)
 	}{
-		{name: "RaftDBMissing", damage: func(t *testing.T, dir string) {
-			if err := os.Remove(dbPath(dir)); err != nil {
-				t.Fatal(err)
-			}
+		// raft.db: raft's term and vote only.
+		{name: "RaftDBMissing", path: raftDBName, damage: func(t *testing.T, dir string) {
+			remove(t, dbPath(dir))
 		}},
-		{name: "RaftDBEmpty", damage: func(t *testing.T, dir string) {
-			if err := os.Truncate(dbPath(dir), 0); err != nil {
-				t.Fatal(err)
-			}
+		{name: "RaftDBEmpty", path: raftDBName, damage: func(t *testing.T, dir string) {
+			truncate(t, dbPath(dir), 0)
 		}},
-		{name: "RaftDBTruncatedToHalf", damage: func(t *testing.T, dir string) {
-			fi, err := os.Stat(dbPath(dir))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Truncate(dbPath(dir), fi.Size()/2/corruptPage*corruptPage); err != nil {
-				t.Fatal(err)
-			}
+		{name: "RaftDBTruncatedBeforeRoot", path: raftDBName, damage: func(t *testing.T, dir string) {
+			// Down to the page that holds the term and vote. (Half of
+			// the file, as when raft.db held the log, is meaningless now:
+			// raft.db is a few pages, and half of it often cuts only
+			// pages past bolt's high water mark, which hold nothing.)
+			truncate(t, dbPath(dir), root*corruptPage)
 		}},
-		{name: "RaftDBLogPagesMiddleFlipped", damage: func(t *testing.T, dir string) {
-			// 64 bytes in the middle of every live page holding log entries.
-			for _, id := range corruptLogPages(t, dbPath(dir)) {
-				corruptFlip(t, dbPath(dir), int64(id*corruptPage+corruptPage/2), 64)
-			}
+		{name: "RaftDBRootPageFlagsFlipped", path: raftDBName, damage: func(t *testing.T, dir string) {
+			corruptFlip(t, dbPath(dir), root*corruptPage+8, 2)
 		}},
-		{name: "RaftDBLogPageHeaderFlipped", damage: func(t *testing.T, dir string) {
-			pages := corruptLogPages(t, dbPath(dir))
-			id := pages[len(pages)/2]
-			corruptFlip(t, dbPath(dir), int64(id*corruptPage+8), 2) // the page's flags
-		}},
-		{name: "RaftDBLogPageZeroed", damage: func(t *testing.T, dir string) {
-			pages := corruptLogPages(t, dbPath(dir))
-			f, err := os.OpenFile(dbPath(dir), os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if _, err := f.WriteAt(make([]byte, corruptPage), int64(pages[len(pages)-1]*corruptPage)); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{name: "RaftDBLogValueByteFlipped", damage: func(t *testing.T, dir string) {
-			// One byte inside a value, in a live log page: nothing in the
-			// page structure changes.
-			data, err := os.ReadFile(dbPath(dir))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pages := corruptLogPages(t, dbPath(dir))
-			id := pages[len(pages)-1]
-			off := bytes.Index(data[id*corruptPage:(id+1)*corruptPage], []byte(corruptMarker))
-			corruptFlip(t, dbPath(dir), int64(id*corruptPage+off+len(corruptMarker)+2), 1)
+		{name: "RaftDBRootPageZeroed", path: raftDBName, damage: func(t *testing.T, dir string) {
+			corruptWriteAt(t, dbPath(dir), root*corruptPage, make([]byte, corruptPage))
 		}},
 		{name: "BoltMetaPage0Flipped", want: corruptRefusedOrComplete, damage: func(t *testing.T, dir string) {
 			corruptFlip(t, dbPath(dir), 16+8, 16) // inside meta 0, after the page header
@@ -341,19 +688,142 @@ func TestCorruptDataDir(t *testing.T) {
 		{name: "BoltMetaPage1Flipped", want: corruptRefusedOrComplete, damage: func(t *testing.T, dir string) {
 			corruptFlip(t, dbPath(dir), corruptPage+16+8, 16)
 		}},
+
+		// The raft log: which entries are there.
+		{name: "RaftLogMissing", path: raftLogDir, damage: func(t *testing.T, dir string) {
+			remove(t, filepath.Join(dir, raftLogDir))
+		}},
+		{name: "RaftLogOldestSegmentMissing", want: corruptComplete, damage: func(t *testing.T, dir string) {
+			// Entries the newest snapshot covers: raft would have
+			// compacted them. Not damage.
+			remove(t, segPath(dir, segs[0]))
+		}},
+		{name: "RaftLogSegmentsMissingUpToSnapshot", path: raftLogDir, reason: "log starts at index", damage: func(t *testing.T, dir string) {
+			for _, s := range segs[:corruptSegmentOf(segs, snapIdx+1)+1] {
+				remove(t, segPath(dir, s))
+			}
+		}},
+		{name: "RaftLogSealedSegmentMissing", path: raftLogDir, reason: "unreadable", damage: func(t *testing.T, dir string) {
+			remove(t, segPath(dir, sealed))
+		}},
+		{name: "LogDoesNotJoinSnapshot", path: raftLogDir, reason: "log starts at index", damage: func(t *testing.T, dir string) {
+			corruptDeleteLogs(t, dir,
+				func(first, _, _ uint64) uint64 { return first },
+				func(_, _, snap uint64) uint64 { return snap + 1 })
+		}},
+		{name: "LogGapAfterSnapshot", path: raftLogDir, reason: "unreadable", damage: func(t *testing.T, dir string) {
+			corruptDeleteLogs(t, dir,
+				func(_, _, snap uint64) uint64 { return snap + 3 },
+				func(_, _, snap uint64) uint64 { return snap + 5 })
+		}},
+		{name: "RaftLogStrayFile", path: filepath.Join(raftLogDir, "copy.wal"), reason: "not a segment file name", damage: func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, raftLogDir, "copy.wal"), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+
+		// The raft log: damage to a segment.
+		{name: "RaftLogSealedRecordByteFlipped", path: rel(sealed), reason: "checksum", damage: func(t *testing.T, dir string) {
+			r := pick(t, sealed, 0)
+			corruptFlip(t, segPath(dir, sealed), (r.off+r.end)/2, 1)
+		}},
+		{name: "RaftLogNewestRecordByteFlipped", path: rel(newest), reason: "checksum", damage: func(t *testing.T, dir string) {
+			r := pick(t, newest, 0)
+			corruptFlip(t, segPath(dir, newest), (r.off+r.end)/2, 1)
+			noZeroSector(t, segPath(dir, newest), r)
+		}},
+		{name: "RaftLogNewestLastRecordByteFlipped", path: rel(newest), reason: "checksum", damage: func(t *testing.T, dir string) {
+			// Acknowledged like the others: damage, not a torn write.
+			r := newest.last()
+			corruptFlip(t, segPath(dir, newest), r.end-1, 1)
+			noZeroSector(t, segPath(dir, newest), r)
+		}},
+		{name: "RaftLogSealedHeaderFlipped", path: rel(sealed), reason: "header", damage: func(t *testing.T, dir string) {
+			corruptFlip(t, segPath(dir, sealed), 20, 1) // in the first index
+		}},
+		{name: "RaftLogNewestHeaderFlipped", path: rel(newest), reason: "not a raft log segment", damage: func(t *testing.T, dir string) {
+			corruptFlip(t, segPath(dir, newest), 0, 1) // in the magic
+		}},
+		{name: "RaftLogSealedTruncatedToHalf", path: rel(sealed), reason: "truncated", damage: func(t *testing.T, dir string) {
+			truncate(t, segPath(dir, sealed), sealed.size/2)
+		}},
+		{name: "RaftLogSealedTruncatedAtRecord", path: rel(sealed), reason: "truncated", damage: func(t *testing.T, dir string) {
+			truncate(t, segPath(dir, sealed), sealed.last().off) // without its last entry
+		}},
+		{name: "RaftLogNewestTruncatedAtRecord", path: rel(newest), reason: "truncated", damage: func(t *testing.T, dir string) {
+			truncate(t, segPath(dir, newest), newest.last().off)
+		}},
+		{name: "RaftLogNewestTruncatedAfterLastRecord", path: rel(newest), reason: "truncated", damage: func(t *testing.T, dir string) {
+			// Nothing lost, but a segment never changes size: refused.
+			truncate(t, segPath(dir, newest), newest.last().end)
+		}},
+		{name: "RaftLogSealedGarbageAfterLastRecord", path: rel(sealed), reason: "after the last record", damage: func(t *testing.T, dir string) {
+			corruptWriteAt(t, segPath(dir, sealed), sealed.last().end+corruptWALRecHdr, []byte("garbage"))
+		}},
+		{name: "RaftLogSealedRecordClaimsWrongIndex", path: rel(sealed), reason: "claims index", damage: func(t *testing.T, dir string) {
+			r := pick(t, sealed, 0)
+			corruptWriteAt(t, segPath(dir, sealed), r.off+corruptWALRecHdr, binary.BigEndian.AppendUint64(nil, r.index+1))
+			corruptReseal(t, segPath(dir, sealed), r)
+		}},
+		{name: "RaftLogNewestRecordClaimsWrongIndex", path: rel(newest), reason: "claims index", damage: func(t *testing.T, dir string) {
+			r := pick(t, newest, 0)
+			corruptWriteAt(t, segPath(dir, newest), r.off+corruptWALRecHdr, binary.BigEndian.AppendUint64(nil, r.index-1))
+			corruptReseal(t, segPath(dir, newest), r)
+			noZeroSector(t, segPath(dir, newest), r)
+		}},
+		{name: "RaftLogCommandChangedAndResealed", path: raftLogDir, reason: "fails its checksum", damage: func(t *testing.T, dir string) {
+			// The record's CRC matches again: only accord's own checksum
+			// of the command (in the entry's Extensions) tells.
+			r := pick(t, sealed, raft.LogCommand)
+			data, err := os.ReadFile(segPath(dir, sealed))
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := bytes.Index(data[r.off:r.end], []byte("vvvv"))
+			if i < 0 {
+				t.Fatalf("record at %d holds no value", r.off)
+			}
+			corruptWriteAt(t, segPath(dir, sealed), r.off+int64(i), []byte("w"))
+			corruptReseal(t, segPath(dir, sealed), r)
+		}},
+
+		// The raft log: what a crash leaves. Not damage.
+		{name: "RaftLogTornTail", want: corruptComplete, damage: func(t *testing.T, dir string) {
+			corruptTornTail(t, segPath(dir, newest), newest.last())
+		}, check: func(t *testing.T, dir, logged string) {
+			if !strings.Contains(logged, "torn tail") {
+				t.Errorf("Open did not report the torn tail; it logged:\n%s", logged)
+			}
+			data, err := os.ReadFile(segPath(dir, newest))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(data, []byte(corruptTornData)) {
+				t.Errorf("the torn write is still in %s", segPath(dir, newest))
+			}
+			corruptSegments(t, dir) // and all is well formed again
+		}},
+		{name: "RaftLogLeftoverSegmentTmp", want: corruptComplete, damage: func(t *testing.T, dir string) {
+			tmp := filepath.Join(dir, raftLogDir, fmt.Sprintf("%020d.wal.tmp", newest.last().index+1))
+			if err := os.WriteFile(tmp, []byte("a segment whose creation did not finish"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, check: func(t *testing.T, dir, _ string) {
+			if m, _ := filepath.Glob(filepath.Join(dir, raftLogDir, "*.tmp")); len(m) > 0 {
+				t.Errorf("left over: %v", m)
+			}
+		}},
+
+		// Snapshots.
 		{name: "SnapshotStateTruncated", damage: func(t *testing.T, dir string) {
 			fi, err := os.Stat(stateBin(dir))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Truncate(stateBin(dir), fi.Size()-1); err != nil {
-				t.Fatal(err)
-			}
+			truncate(t, stateBin(dir), fi.Size()-1)
 		}},
 		{name: "SnapshotStateEmpty", damage: func(t *testing.T, dir string) {
-			if err := os.Truncate(stateBin(dir), 0); err != nil {
-				t.Fatal(err)
-			}
+			truncate(t, stateBin(dir), 0)
 		}},
 		{name: "SnapshotStateByteFlipped", damage: func(t *testing.T, dir string) {
 			fi, err := os.Stat(stateBin(dir))
@@ -363,9 +833,7 @@ func TestCorruptDataDir(t *testing.T) {
 			corruptFlip(t, stateBin(dir), fi.Size()/2, 1)
 		}},
 		{name: "SnapshotStateMissing", damage: func(t *testing.T, dir string) {
-			if err := os.Remove(stateBin(dir)); err != nil {
-				t.Fatal(err)
-			}
+			remove(t, stateBin(dir))
 		}},
 		{name: "SnapshotMetaGarbage", damage: func(t *testing.T, dir string) {
 			if err := os.WriteFile(metaJSON(dir), []byte("{\x00garbage"), 0o600); err != nil {
@@ -378,20 +846,21 @@ func TestCorruptDataDir(t *testing.T) {
 			}
 		}},
 		{name: "SnapshotMetaMissing", damage: func(t *testing.T, dir string) {
-			if err := os.Remove(metaJSON(dir)); err != nil {
-				t.Fatal(err)
-			}
+			remove(t, metaJSON(dir))
 		}},
+
+		// The manifest.
 		{name: "ManifestMissing", damage: func(t *testing.T, dir string) {
-			if err := os.Remove(filepath.Join(dir, manifestName)); err != nil {
-				t.Fatal(err)
-			}
+			remove(t, filepath.Join(dir, manifestName))
 		}},
 		{name: "ManifestMissingNoSnapshots", damage: func(t *testing.T, dir string) {
 			for _, name := range []string{manifestName, snapshotsDir} {
-				if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
-					t.Fatal(err)
-				}
+				remove(t, filepath.Join(dir, name))
+			}
+		}},
+		{name: "ManifestMissingOnlyRaftLog", damage: func(t *testing.T, dir string) {
+			for _, name := range []string{manifestName, snapshotsDir, raftDBName} {
+				remove(t, filepath.Join(dir, name))
 			}
 		}},
 		{name: "ManifestGarbage", damage: func(t *testing.T, dir string) {
@@ -412,16 +881,6 @@ func TestCorruptDataDir(t *testing.T) {
 		{name: "ManifestDefaultCluster", want: corruptForeign, opts: func(o *Options) { o.ClusterName = "" }},
 		{name: "ManifestNewerFormat", want: corruptForeign, damage: func(t *testing.T, dir string) {
 			corruptEditManifest(t, dir, func(m map[string]any) { m["format"] = formatVersion + 1 })
-		}},
-		{name: "LogDoesNotJoinSnapshot", damage: func(t *testing.T, dir string) {
-			corruptDeleteLogs(t, dir,
-				func(first, _, _ uint64) uint64 { return first },
-				func(_, _, snap uint64) uint64 { return snap + 1 })
-		}},
-		{name: "LogGapAfterSnapshot", damage: func(t *testing.T, dir string) {
-			corruptDeleteLogs(t, dir,
-				func(_, _, snap uint64) uint64 { return snap + 3 },
-				func(_, _, snap uint64) uint64 { return snap + 5 })
 		}},
 	}
 
@@ -444,18 +903,32 @@ func TestCorruptDataDir(t *testing.T) {
 			if tc.opts != nil {
 				tc.opts(o)
 			}
+			logged := new(corruptLogRecorder)
+			o.Logger = slog.New(logged)
 			before := corruptHashTree(t, dir)
 			s, err := corruptOpen(dir, o)
 			switch {
-			case err == nil && tc.want == corruptRefusedOrComplete:
-				s.Close()
-				t.Logf("Open started despite the damage; checking every acknowledged write")
-				corruptCheckComplete(t, base, dir, o)
+			case err == nil && (tc.want == corruptRefusedOrComplete || tc.want == corruptComplete):
+				problems := corruptDiff(t, base, s)
+				if cerr := s.Close(); cerr != nil {
+					t.Errorf("Close: %v", cerr)
+				}
+				if tc.want == corruptRefusedOrComplete {
+					t.Logf("Open started despite the damage; checking every acknowledged write")
+				}
+				if problems != "" {
+					t.Fatalf("Open started without the acknowledged state: %s", problems)
+				}
+				if tc.check != nil {
+					tc.check(t, dir, logged.String())
+				}
 				return
 			case err == nil:
 				problems := corruptDiff(t, base, s)
 				s.Close()
 				t.Fatalf("Open of a damaged directory succeeded; the store serves: %s", problems)
+			case tc.want == corruptComplete:
+				t.Fatalf("Open: %v; want a start with every acknowledged write", err)
 			}
 			t.Logf("Open: %v", err)
 			switch tc.want {
@@ -464,12 +937,16 @@ func TestCorruptDataDir(t *testing.T) {
 					t.Errorf("want ErrForeignDir, got %v", err)
 				}
 			default:
-				if !errors.Is(err, ErrCorrupt) {
-					t.Errorf("want ErrCorrupt, got %v", err)
-				}
 				var ce *CorruptError
-				if errors.As(err, &ce) && (ce.Path == "" || ce.Reason == "") {
+				switch {
+				case !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce):
+					t.Errorf("want ErrCorrupt, got %v", err)
+				case ce.Path == "" || ce.Reason == "":
 					t.Errorf("CorruptError without path or reason: %+v", ce)
+				case tc.path != "" && ce.Path != filepath.Join(dir, tc.path):
+					t.Errorf("CorruptError names %s, want %s", ce.Path, filepath.Join(dir, tc.path))
+				case !strings.Contains(ce.Reason, tc.reason):
+					t.Errorf("CorruptError reason %q, want it to say %q", ce.Reason, tc.reason)
 				}
 			}
 			if after := corruptHashTree(t, dir); after != before {
@@ -477,6 +954,26 @@ func TestCorruptDataDir(t *testing.T) {
 			}
 		})
 	}
+}
+
+// corruptTornData fills the entry of a torn write (corruptTornTail).
+const corruptTornData = "torn-write-"
+
+// corruptTornTail appends to the segment at path, after its last record
+// last, what a crash during the next append leaves: the record of the next
+// entry with one 512-byte sector of it that never reached the disk.
+func corruptTornTail(t *testing.T, path string, last corruptRec) {
+	t.Helper()
+	e := &raft.Log{Index: last.index + 1, Term: last.term, Type: raft.LogCommand,
+		Data: []byte(strings.Repeat(corruptTornData, 150)), AppendedAt: time.Now()}
+	e.Extensions = logEntrySum(e.Data)
+	rec := corruptEncodeRecord(e)
+	s := (last.end/corruptWALSector+1)*corruptWALSector - last.end // the record's first sector boundary
+	if s+corruptWALSector > int64(len(rec)) {
+		t.Fatalf("torn record of %d bytes at %d has no whole sector", len(rec), last.end)
+	}
+	clear(rec[s : s+corruptWALSector])
+	corruptWriteAt(t, path, last.end, rec)
 }
 
 // corruptOpen is Open that turns a panic into a test failure with a
@@ -610,43 +1107,101 @@ func TestCorruptOpenDoesNotReadForeignFilesAsState(t *testing.T) {
 	}
 }
 
-// TestCorruptLogPageByteSweep flips single bytes all across the live bolt
-// pages that hold log entries. Whatever a flip hits (bolt's page structure,
-// keys, raft's encoding of the entry, the command), Open either refuses
-// with ErrCorrupt, leaving the directory as it was, or starts with exactly
-// the acknowledged state (a flip in unused page space or in a field that
-// does not matter). It never starts with a changed or missing write.
-func TestCorruptLogPageByteSweep(t *testing.T) {
+// TestCorruptLogRecordByteSweep flips single bytes across the records of
+// two raft log segments: the sealed one holding the entries on both sides
+// of the newest snapshot, and the newest one. In every record: the length,
+// the first byte of the payload (the index), the middle and the last byte.
+// raftlog checks each record with its CRC, so each flip is refused with
+// ErrCorrupt naming the segment, and the directory is left as it was. Its
+// torn-write rule applies to the newest segment alone and needs a piece of
+// the record between sector boundaries to be all zeros, which one flipped
+// byte does not make.
+//
+// A flip after the last record is refused in a sealed segment (data after
+// its end); in the newest it is what a write that never completed leaves
+// (never acknowledged): Open zeroes it and starts with every acknowledged
+// write.
+//
+// Records of the newest segment that hold a zero sector of their own are
+// not swept: what a flip in one does is TestCorruptLogZeroSectorInValue's.
+func TestCorruptLogRecordByteSweep(t *testing.T) {
 	base := corruptBuild(t)
-	pages := corruptLogPages(t, filepath.Join(base.dir, raftDBName))
-	const step = 127
-	var refused, started int
-	for _, id := range pages {
-		for off := 0; off < corruptPage; off += step {
-			pos := int64(id*corruptPage + off)
-			dir := t.TempDir()
-			corruptCopyTree(t, base.dir, dir)
-			corruptFlip(t, filepath.Join(dir, raftDBName), pos, 1)
-			before := corruptHashTree(t, dir)
-			s, err := corruptOpen(dir, corruptOpts())
-			if err != nil {
-				refused++
-				if !errors.Is(err, ErrCorrupt) {
-					t.Errorf("flip at page %d+%d: %v, want ErrCorrupt", id, off, err)
-				}
-				if corruptHashTree(t, dir) != before {
-					t.Errorf("flip at page %d+%d: refused Open changed the directory", id, off)
-				}
+	segs := corruptSegments(t, base.dir)
+	_, snapIdx := corruptNewestSnapshot(t, base.dir)
+	type flip struct {
+		seg    corruptSeg
+		pos    int64
+		record bool // inside a record
+		newest bool
+	}
+	var flips []flip
+	for i, sg := range segs {
+		newest := i == len(segs)-1
+		if !newest && i != corruptSegmentOf(segs, snapIdx+1) {
+			continue
+		}
+		data, err := os.ReadFile(sg.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range sg.recs {
+			if newest && corruptZeroSector(data, r.off, r.end) {
+				// A record with a zero sector of its own (say, its
+				// length's high bytes just before a sector boundary):
+				// TestCorruptLogZeroSectorInValue.
+				t.Logf("record at %d of %s has a zero sector: not swept", r.off, sg.path)
 				continue
 			}
-			started++
-			if problems := corruptDiff(t, base, s); problems != "" {
-				t.Errorf("flip at page %d+%d: Open started with damaged data: %s", id, off, problems)
+			for _, pos := range []int64{r.off, r.off + corruptWALRecHdr, (r.off + r.end) / 2, r.end - 1} {
+				flips = append(flips, flip{sg, pos, true, newest})
 			}
-			s.Close()
+		}
+		end := sg.last().end
+		flips = append(flips, flip{sg, end, false, newest}, flip{sg, (end + sg.size) / 2, false, newest})
+	}
+	if len(flips) > 64 {
+		t.Fatalf("%d flips: more than this test should take", len(flips))
+	}
+	var refused, started int
+	for _, f := range flips {
+		name := fmt.Sprintf("%s+%d", filepath.Base(f.seg.path), f.pos)
+		dir := t.TempDir()
+		corruptCopyTree(t, base.dir, dir)
+		path := corruptSegPath(dir, f.seg)
+		corruptFlip(t, path, f.pos, 1)
+		before := corruptHashTree(t, dir)
+		s, err := corruptOpen(dir, corruptOpts())
+		if err == nil {
+			started++
+			problems := corruptDiff(t, base, s)
+			if cerr := s.Close(); cerr != nil {
+				t.Errorf("%s: Close: %v", name, cerr)
+			}
+			switch {
+			case f.record || !f.newest:
+				t.Errorf("%s: Open started (serving: %s); want ErrCorrupt", name, cmp.Or(problems, "every acknowledged write"))
+			case problems != "":
+				t.Errorf("%s: Open started without the acknowledged state: %s", name, problems)
+			default:
+				corruptSegments(t, dir) // the flipped byte is gone
+			}
+			continue
+		}
+		refused++
+		var ce *CorruptError
+		switch {
+		case !f.record && f.newest:
+			t.Errorf("%s (after the last record of the newest segment): %v; want a start", name, err)
+		case !errors.As(err, &ce):
+			t.Errorf("%s: %v, want ErrCorrupt", name, err)
+		case ce.Path != path:
+			t.Errorf("%s: %v names %s, want %s", name, err, ce.Path, path)
+		}
+		if corruptHashTree(t, dir) != before {
+			t.Errorf("%s: refused Open changed the directory", name)
 		}
 	}
-	t.Logf("%d pages, %d flips: %d refused, %d started with every write intact", len(pages), refused+started, refused, started)
+	t.Logf("%d flips: %d refused, %d started", len(flips), refused, started)
 }
 
 // TestCorruptInterruptedReap: raft deletes an old snapshot's files one by

@@ -30,14 +30,19 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
+	"github.com/accordkv/accord/internal/raftlog"
 	"github.com/accordkv/accord/internal/wire"
 )
 
 // The data directory holds:
 //
 //	accord.manifest  node ID, cluster name, format version, whether raft state was created
-//	raft.db          raft log and stable store (bbolt, via raft-boltdb)
+//	raft.db          raft's stable store: current term and vote (bbolt, via raft-boltdb)
+//	raft-log/        the raft log: segment files of internal/raftlog
 //	snapshots/       raft file snapshots (state.bin in the format of snapshot.go)
+//
+// Format 1 kept the raft log in raft.db too; Open moves it to raft-log/
+// (migrateLog) and records format 2.
 //
 // Open checks all of it before raft sees any of it, because raft's own
 // reactions to damage are silent or fatal: it skips a snapshot whose
@@ -49,8 +54,9 @@ import (
 const (
 	manifestName   = "accord.manifest"
 	raftDBName     = "raft.db"
+	raftLogDir     = "raft-log"
 	snapshotsDir   = "snapshots"
-	formatVersion  = 1
+	formatVersion  = 2
 	boltOpenTimout = time.Second
 )
 
@@ -145,7 +151,7 @@ func syncDir(dir string) error {
 
 // cleanDir removes what a failed Restore wrote.
 func cleanDir(dir string) {
-	for _, name := range []string{manifestName, manifestName + ".tmp", raftDBName, snapshotsDir} {
+	for _, name := range []string{manifestName, manifestName + ".tmp", raftDBName, raftLogDir, raftLogDir + ".tmp", snapshotsDir} {
 		os.RemoveAll(filepath.Join(dir, name))
 	}
 }
@@ -192,16 +198,23 @@ func openBolt(path string, o *Options) (store *raftboltdb.BoltStore, err error) 
 	return store, nil
 }
 
+// boltState is what checkBolt learns about raft.db.
+type boltState struct {
+	term    uint64              // raft's current term
+	hasLogs bool                // it still holds log entries (format 1, or a migration not finished)
+	conf    *raft.Configuration // latest configuration in those entries, if checked
+}
+
 // checkBolt checks raft.db read-only, before raft-boltdb opens it for
 // writing (which commits a transaction, changing the file even if Open then
-// refuses it): both meta pages, every page that holds data, and the raft log
-// (checkLog, whose latest configuration it returns).
+// refuses it): both meta pages, every page that holds data, the current
+// term, and with checkEntries the raft log it holds (format 1: checkLog).
 //
 // Not tx.Check: it runs in a goroutine of its own, where bbolt's assertions
 // on a damaged page panic beyond any recover and take the process down.
 // Here a damaged page panics (or, with SetPanicOnFault, faults) on our
 // goroutine and becomes an ErrCorrupt.
-func checkBolt(path string, snap *snapInfo, initialized bool) (conf *raft.Configuration, err error) {
+func checkBolt(path string, snap *snapInfo, initialized, checkEntries bool) (st boltState, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &CorruptError{Path: path, Reason: "bolt database is damaged", Err: fmt.Errorf("%v", p)}
@@ -209,14 +222,186 @@ func checkBolt(path string, snap *snapInfo, initialized bool) (conf *raft.Config
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if err := checkBoltPages(path); err != nil {
-		return nil, err
+		return st, err
 	}
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: boltOpenTimout}})
+	db, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: boltOpenTimout}})
 	if err != nil {
-		return nil, &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
+		return st, &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
 	}
-	defer logs.Close()
-	return checkLog(path, logs, snap, initialized)
+	defer db.Close()
+	if st.term, err = readTerm(path, db); err != nil {
+		return st, err
+	}
+	last, err := db.LastIndex()
+	if err != nil {
+		return st, &CorruptError{Path: path, Reason: "cannot read last log index", Err: err}
+	}
+	st.hasLogs = last > 0
+	if checkEntries {
+		st.conf, err = checkLog(path, db, st.term, snap, initialized)
+	}
+	return st, err
+}
+
+func readTerm(path string, db *raftboltdb.BoltStore) (uint64, error) {
+	term, err := db.GetUint64(keyCurrentTerm)
+	if err != nil && err.Error() != "not found" && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return 0, &CorruptError{Path: path, Reason: "cannot read current term", Err: err}
+	}
+	return term, nil
+}
+
+// openRaftState checks and opens the raft state of dir: raft.db (stable
+// store) and raft-log/ (log). A format-1 directory's log is moved out of
+// raft.db first. It returns the latest configuration in the log, if any.
+// Nothing is changed in a directory it refuses, except that a torn tail of
+// the log (a write a crash cut short, never acknowledged) is zeroed.
+func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *raftlog.Log, stable *raftboltdb.BoltStore, conf *raft.Configuration, err error) {
+	dbPath := filepath.Join(dir, raftDBName)
+	logPath := filepath.Join(dir, raftLogDir)
+	var st boltState
+	if fi, err := os.Stat(dbPath); err == nil && fi.Size() > 0 {
+		if st, err = checkBolt(dbPath, snap, m.Initialized, m.Format < 2); err != nil {
+			return nil, nil, nil, err
+		}
+	} else if m.Initialized {
+		reason := "raft.db is missing or empty but this directory had raft state"
+		if snap != nil {
+			reason = "raft.db is missing or empty next to existing snapshots"
+		}
+		return nil, nil, nil, &CorruptError{Path: dbPath, Reason: reason}
+	}
+	if m.Format < 2 {
+		// Whatever raft-log/ holds is an earlier migration that did not
+		// finish (the manifest still says 1): raft.db has every entry.
+		if err := migrateLog(dbPath, logPath, st.hasLogs, o); err != nil {
+			return nil, nil, nil, fmt.Errorf("accord: moving the raft log out of %s: %w", dbPath, err)
+		}
+		m.Format = formatVersion
+		if err := writeManifest(dir, m); err != nil {
+			return nil, nil, nil, fmt.Errorf("accord: open: %w", err)
+		}
+		o.Logger.Info("raft log moved to its own directory (data directory format 2)", "from", dbPath, "to", logPath)
+	} else if _, err := os.Stat(logPath); err != nil && m.Initialized {
+		return nil, nil, nil, &CorruptError{Path: logPath, Reason: "raft log directory is missing but this directory had raft state", Err: err}
+	}
+	opened, err := raftlog.Open(logPath, o.raftLogOptions())
+	if err != nil {
+		return nil, nil, nil, logError(logPath, err)
+	}
+	defer func() {
+		if err != nil {
+			opened.Close() // logs is nil by now: the return set it
+		}
+	}()
+	logs = opened
+	if r := logs.Repaired(); r != nil {
+		o.Logger.Warn("raft log: zeroed the torn tail of a write a crash cut short (never acknowledged)", "segment", r.Path, "offset", r.Offset, "bytes", r.Bytes)
+	}
+	if conf, err = checkLog(logPath, logs, st.term, snap, m.Initialized); err != nil {
+		return nil, nil, nil, err
+	}
+	if stable, err = openBolt(dbPath, o); err != nil {
+		return nil, nil, nil, err
+	}
+	if st.hasLogs {
+		// Format 1's entries, now in raft-log/.
+		first, ferr := stable.FirstIndex()
+		last, lerr := stable.LastIndex()
+		if err = errors.Join(ferr, lerr); err == nil {
+			err = stable.DeleteRange(first, last)
+		}
+		if err != nil {
+			stable.Close()
+			return nil, nil, nil, fmt.Errorf("accord: removing moved log entries from %s: %w", dbPath, err)
+		}
+	}
+	return logs, stable, conf, nil
+}
+
+// logError turns raftlog's damage reports into ErrCorrupt.
+func logError(path string, err error) error {
+	var ce *raftlog.CorruptError
+	if errors.As(err, &ce) {
+		reason := ce.Reason
+		if ce.Offset >= 0 {
+			reason = fmt.Sprintf("%s (offset %d)", ce.Reason, ce.Offset)
+		}
+		return &CorruptError{Path: ce.Path, Reason: reason}
+	}
+	return &CorruptError{Path: path, Reason: "raft log unreadable", Err: err}
+}
+
+// migrateLog copies the raft log of a format-1 raft.db (checked already)
+// into a new raft-log/ directory: built as raft-log.tmp, synced, then
+// renamed, so raft-log/ is complete whenever it exists. raft.db keeps its
+// entries until the manifest says format 2.
+func migrateLog(dbPath, logPath string, hasLogs bool, o *Options) error {
+	tmp := logPath + ".tmp"
+	for _, p := range []string{tmp, logPath} {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	wal, err := raftlog.Open(tmp, o.raftLogOptions())
+	if err != nil {
+		return err
+	}
+	if hasLogs {
+		err = copyLog(dbPath, wal)
+	}
+	if cerr := wal.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, logPath)
+	}
+	if err == nil && !o.UnsafeNoFsync {
+		err = syncDir(filepath.Dir(logPath))
+	}
+	return err
+}
+
+func copyLog(dbPath string, wal *raftlog.Log) error {
+	db, err := raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: boltOpenTimout}})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	first, err := db.FirstIndex()
+	if err != nil {
+		return err
+	}
+	last, err := db.LastIndex()
+	if err != nil {
+		return err
+	}
+	const batch = 256
+	var pending []*raft.Log
+	flush := func() error {
+		err := wal.StoreLogs(pending)
+		pending = pending[:0]
+		return err
+	}
+	for i := first; i <= last && last > 0; i++ {
+		l := new(raft.Log)
+		if err := db.GetLog(i, l); errors.Is(err, raft.ErrLogNotFound) {
+			// The hole below an installed snapshot (checkLog allowed it).
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		} else if err != nil {
+			return err
+		}
+		pending = append(pending, l)
+		if len(pending) == batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 func checkBoltPages(path string) error {
@@ -420,7 +605,7 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 // joins up with the newest snapshot, and that it is not missing or emptied
 // next to a directory that had state. It returns the latest cluster
 // configuration found in the log, if any.
-func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initialized bool) (conf *raft.Configuration, err error) {
+func checkLog(path string, logs raft.LogStore, term uint64, snap *snapInfo, initialized bool) (conf *raft.Configuration, err error) {
 	first, err := logs.FirstIndex()
 	if err != nil {
 		return nil, &CorruptError{Path: path, Reason: "cannot read first log index", Err: err}
@@ -429,14 +614,10 @@ func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initializ
 	if err != nil {
 		return nil, &CorruptError{Path: path, Reason: "cannot read last log index", Err: err}
 	}
-	term, err := logs.GetUint64(keyCurrentTerm)
-	if err != nil && err.Error() != "not found" && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
-		return nil, &CorruptError{Path: path, Reason: "cannot read current term", Err: err}
-	}
 	if initialized && term == 0 && last == 0 {
-		reason := "raft.db is empty but this directory had raft state"
+		reason := "raft state is empty but this directory had raft state"
 		if snap != nil {
-			reason = "raft.db is empty next to existing snapshots"
+			reason = "raft state is empty next to existing snapshots"
 		}
 		return nil, &CorruptError{Path: path, Reason: reason}
 	}
@@ -459,6 +640,10 @@ func checkLog(path string, logs *raftboltdb.BoltStore, snap *snapInfo, initializ
 				// the gap up to the snapshot's index is covered by it.
 				i = snapIdx
 				continue
+			}
+			var ce *raftlog.CorruptError
+			if errors.As(err, &ce) {
+				return nil, logError(path, err)
 			}
 			return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("log entry %d unreadable", i), Err: err}
 		}
@@ -718,12 +903,13 @@ func (g *diskGuard) refuse(t wire.CmdType) error {
 }
 
 // raftStore is the raft log and stable store of a data directory, as raft
-// sees them. It adds three things to the bolt store:
+// sees them: the log in raft-log/ (internal/raftlog), term and vote in
+// raft.db (bolt). It adds three things to them:
 //
 //   - For a directory without state yet (a joining node), it marks the
 //     directory initialized in its manifest before raft's first write (a
 //     log entry, a term, a vote) reaches the disk: from then on the node
-//     may have acknowledged entries or voted, and a lost raft.db must be
+//     may have acknowledged entries or voted, and lost raft state must be
 //     refused, not mistaken for a fresh start. If marking fails, the write
 //     fails.
 //   - It makes closing safe. raft's heartbeat fast path runs on the
@@ -736,7 +922,8 @@ func (g *diskGuard) refuse(t wire.CmdType) error {
 //   - A write that fails for lack of space tells the disk guard at once
 //     (diskGuard.noSpace), which frees its reserve for raft's own writes.
 type raftStore struct {
-	*raftboltdb.BoltStore
+	logs    *raftlog.Log
+	stable  *raftboltdb.BoltStore
 	mark    func() error // nil once the directory is initialized
 	noSpace func(error)  // told of a write that failed for lack of space
 
@@ -750,13 +937,13 @@ type raftStore struct {
 
 var errStoreClosed = errors.New("accord: raft store closed")
 
-func newRaftStore(b *raftboltdb.BoltStore, mark func() error, noSpace func(error)) *raftStore {
-	rs := &raftStore{BoltStore: b, mark: mark, noSpace: noSpace}
+func newRaftStore(logs *raftlog.Log, stable *raftboltdb.BoltStore, mark func() error, noSpace func(error)) *raftStore {
+	rs := &raftStore{logs: logs, stable: stable, mark: mark, noSpace: noSpace}
 	rs.inited.Store(mark == nil)
 	return rs
 }
 
-// close waits for calls in progress and closes the bolt store.
+// close waits for calls in progress and closes both stores.
 func (rs *raftStore) close() error {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -764,7 +951,7 @@ func (rs *raftStore) close() error {
 		return nil
 	}
 	rs.closed = true
-	return rs.BoltStore.Close()
+	return errors.Join(rs.logs.Close(), rs.stable.Close())
 }
 
 // write runs f unless the store is closed, after marking the directory
@@ -803,7 +990,7 @@ func (rs *raftStore) read(f func() error) error {
 }
 
 func (rs *raftStore) StoreLog(l *raft.Log) error {
-	return rs.write(func() error { return rs.BoltStore.StoreLog(l) })
+	return rs.StoreLogs([]*raft.Log{l})
 }
 
 func (rs *raftStore) StoreLogs(ls []*raft.Log) error {
@@ -811,42 +998,42 @@ func (rs *raftStore) StoreLogs(ls []*raft.Log) error {
 		if e := rs.failLogs.Load(); e != nil {
 			return *e
 		}
-		return rs.BoltStore.StoreLogs(ls)
+		return rs.logs.StoreLogs(ls)
 	})
 }
 
 func (rs *raftStore) DeleteRange(min, max uint64) error {
-	return rs.write(func() error { return rs.BoltStore.DeleteRange(min, max) })
+	return rs.write(func() error { return rs.logs.DeleteRange(min, max) })
 }
 
 func (rs *raftStore) Set(k, v []byte) error {
-	return rs.write(func() error { return rs.BoltStore.Set(k, v) })
+	return rs.write(func() error { return rs.stable.Set(k, v) })
 }
 
 func (rs *raftStore) SetUint64(k []byte, v uint64) error {
-	return rs.write(func() error { return rs.BoltStore.SetUint64(k, v) })
+	return rs.write(func() error { return rs.stable.SetUint64(k, v) })
 }
 
 func (rs *raftStore) FirstIndex() (i uint64, err error) {
-	err = rs.read(func() (e error) { i, e = rs.BoltStore.FirstIndex(); return })
+	err = rs.read(func() (e error) { i, e = rs.logs.FirstIndex(); return })
 	return i, err
 }
 
 func (rs *raftStore) LastIndex() (i uint64, err error) {
-	err = rs.read(func() (e error) { i, e = rs.BoltStore.LastIndex(); return })
+	err = rs.read(func() (e error) { i, e = rs.logs.LastIndex(); return })
 	return i, err
 }
 
 func (rs *raftStore) GetLog(idx uint64, l *raft.Log) error {
-	return rs.read(func() error { return rs.BoltStore.GetLog(idx, l) })
+	return rs.read(func() error { return rs.logs.GetLog(idx, l) })
 }
 
 func (rs *raftStore) Get(k []byte) (v []byte, err error) {
-	err = rs.read(func() (e error) { v, e = rs.BoltStore.Get(k); return })
+	err = rs.read(func() (e error) { v, e = rs.stable.Get(k); return })
 	return v, err
 }
 
 func (rs *raftStore) GetUint64(k []byte) (v uint64, err error) {
-	err = rs.read(func() (e error) { v, e = rs.BoltStore.GetUint64(k); return })
+	err = rs.read(func() (e error) { v, e = rs.stable.GetUint64(k); return })
 	return v, err
 }

@@ -181,11 +181,12 @@
 // # Durability and data directory
 //
 // A write is acknowledged only after its raft log entry has been written
-// and fsynced to raft.db (unless Options.UnsafeNoFsync, which is for tests
-// and benchmarks only). The data directory holds:
+// and fsynced to raft-log/ (unless Options.UnsafeNoFsync, which is for
+// tests and benchmarks only). The data directory holds:
 //
 //	accord.manifest  node ID, cluster name and format version
-//	raft.db          raft log and raft's stable state (bbolt)
+//	raft.db          raft's stable state: current term and vote (bbolt)
+//	raft-log/        the raft log: segment files, one fdatasync per batch
 //	snapshots/       raft snapshots of the whole keyspace and lease table
 //
 // A snapshot is taken when SnapshotThreshold entries (default 8192) have

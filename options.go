@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/accordkv/accord/internal/raftlog"
 )
 
 // Options configures a Store. The zero value (or a nil *Options) runs a
@@ -209,6 +211,15 @@ type Options struct {
 	// machine (not just the process) can then lose acknowledged writes.
 	// Only for tests and benchmarks. Default false.
 	UnsafeNoFsync bool
+
+	// logSegmentSize is the size of new raft log segment files
+	// (internal/raftlog); 0 is raftlog's default. Tests make it small.
+	logSegmentSize int64
+}
+
+// raftLogOptions are the options of the raft log in raft-log/.
+func (o *Options) raftLogOptions() raftlog.Options {
+	return raftlog.Options{SegmentSize: o.logSegmentSize, NoSync: o.UnsafeNoFsync}
 }
 
 // Defaults, as documented on Options.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/accordkv/accord/internal/raftlog"
 	"github.com/accordkv/accord/internal/wire"
 )
 
@@ -425,13 +426,21 @@ func Restore(r io.Reader, dir string, opts *Options) (err error) {
 	if err := sink.Close(); err != nil {
 		return fmt.Errorf("accord: restore: %w", err)
 	}
-	logs, err := openBolt(filepath.Join(dir, raftDBName), &o)
+	stable, err := openBolt(filepath.Join(dir, raftDBName), &o)
 	if err != nil {
 		return fmt.Errorf("accord: restore: %w", err)
 	}
-	err = logs.SetUint64(keyCurrentTerm, 1)
-	if cerr := logs.Close(); err == nil {
+	err = stable.SetUint64(keyCurrentTerm, 1)
+	if cerr := stable.Close(); err == nil {
 		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("accord: restore: %w", err)
+	}
+	// An empty log: Open refuses a directory with state but no raft-log/.
+	logs, err := raftlog.Open(filepath.Join(dir, raftLogDir), o.raftLogOptions())
+	if err == nil {
+		err = logs.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("accord: restore: %w", err)

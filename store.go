@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/accordkv/accord/internal/logbridge"
+	"github.com/accordkv/accord/internal/raftlog"
 	"github.com/accordkv/accord/internal/wire"
 )
 
@@ -29,7 +29,7 @@ type Store struct {
 	id   string
 
 	raft   *raft.Raft
-	logs   *raftboltdb.BoltStore
+	logs   *raftlog.Log
 	stores *raftStore     // logs as raft uses them (datadir.go)
 	trans  raft.Transport // raft's transport: the peer listener's, or in-memory for a lone node
 	peer   *peerTransport // nil without Options.PeerAddr
@@ -120,27 +120,14 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dbPath := filepath.Join(dir, raftDBName)
-	var latestConf *raft.Configuration
-	if fi, err := os.Stat(dbPath); err == nil && fi.Size() > 0 {
-		// Read-only, before openBolt writes to the file.
-		if latestConf, err = checkBolt(dbPath, snap, m.Initialized); err != nil {
-			return nil, err
-		}
-	} else if m.Initialized {
-		reason := "raft.db is missing or empty but this directory had raft state"
-		if snap != nil {
-			reason = "raft.db is missing or empty next to existing snapshots"
-		}
-		return nil, &CorruptError{Path: dbPath, Reason: reason}
-	}
-	logs, err := openBolt(dbPath, &o)
+	logs, stable, latestConf, err := openRaftState(dir, m, snap, &o)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			logs.Close()
+			stable.Close()
 		}
 	}()
 	fss, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
@@ -201,7 +188,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 
 	self := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.NodeID), Address: addr}
 	if !m.Initialized {
-		has, err := raft.HasExistingState(logs, logs, snaps)
+		has, err := raft.HasExistingState(logs, stable, snaps)
 		if err != nil {
 			return nil, fmt.Errorf("accord: open: %w", err)
 		}
@@ -210,7 +197,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := raft.BootstrapCluster(s.raftConfig(), logs, logs, snaps, trans, conf); err != nil {
+			if err := raft.BootstrapCluster(s.raftConfig(), logs, stable, snaps, trans, conf); err != nil {
 				return nil, fmt.Errorf("accord: open: bootstrap: %w", err)
 			}
 			latestConf = &conf
@@ -218,7 +205,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		}
 		if !has && !o.JoinExisting && o.BootstrapExpect == 1 {
 			conf := raft.Configuration{Servers: []raft.Server{self}}
-			if err := raft.BootstrapCluster(s.raftConfig(), logs, logs, snaps, trans, conf); err != nil {
+			if err := raft.BootstrapCluster(s.raftConfig(), logs, stable, snaps, trans, conf); err != nil {
 				return nil, fmt.Errorf("accord: open: bootstrap: %w", err)
 			}
 			latestConf = &conf
@@ -246,9 +233,9 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			return writeManifest(dir, m)
 		}
 	}
-	s.stores = newRaftStore(logs, mark, s.disk.noSpace) // see raftStore
+	s.stores = newRaftStore(logs, stable, mark, s.disk.noSpace) // see raftStore
 	// Recent entries stay in memory: replication to followers reads them
-	// back one bolt transaction each otherwise (Consul does the same).
+	// back from disk one by one otherwise (Consul does the same).
 	cache, err := raft.NewLogCache(raftLogCache, s.stores)
 	if err != nil {
 		return nil, err
@@ -323,7 +310,7 @@ func loadManifest(dir string, o *Options) (*manifest, error) {
 	path := filepath.Join(dir, manifestName)
 	m, err := readManifest(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		for _, name := range []string{raftDBName, snapshotsDir} {
+		for _, name := range []string{raftDBName, raftLogDir, snapshotsDir} {
 			if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
 				return nil, &CorruptError{Path: path, Reason: "manifest is missing next to " + name}
 			}

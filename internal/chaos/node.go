@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -252,14 +253,23 @@ func (n *node) exitCode() int {
 	return n.cmd.ProcessState.ExitCode()
 }
 
-// reservePort finds a free TCP port on ip.
+// reservePort finds a free TCP port on ip, below Linux's ephemeral range
+// (32768-60999 by default). A port the kernel hands out for port 0 comes
+// from that range, and once released it can be taken again as the local
+// port of some outgoing connection before the member binds it (seen:
+// "address already in use" for a member added later in a run).
 func reservePort(ip string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return 0, err
+	const lo, hi = 10000, 30000
+	var err error
+	for range 100 {
+		port := lo + rand.IntN(hi-lo)
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
+			ln.Close()
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free port on %s in %d-%d: %w", ip, lo, hi, err)
 }
 
 // tailFile returns the last n lines of a file.
