@@ -398,24 +398,6 @@ func corruptSegPath(dir string, s corruptSeg) string {
 	return filepath.Join(dir, raftLogDir, filepath.Base(s.path))
 }
 
-// corruptEncodeRecord encodes e as a segment record.
-func corruptEncodeRecord(e *raft.Log) []byte {
-	p := binary.BigEndian.AppendUint64(nil, e.Index)
-	p = binary.BigEndian.AppendUint64(p, e.Term)
-	p = append(p, byte(e.Type))
-	var at int64
-	if !e.AppendedAt.IsZero() {
-		at = e.AppendedAt.UnixNano()
-	}
-	p = binary.BigEndian.AppendUint64(p, uint64(at))
-	p = binary.BigEndian.AppendUint32(p, uint32(len(e.Extensions)))
-	p = append(p, e.Extensions...)
-	p = append(p, e.Data...)
-	rec := binary.BigEndian.AppendUint32(nil, uint32(len(p)))
-	rec = binary.BigEndian.AppendUint32(rec, crc32.Checksum(p, corruptCastagnoli))
-	return append(rec, p...)
-}
-
 // corruptReseal recomputes the checksum of record r of the segment at
 // path, after a test changed its payload.
 func corruptReseal(t *testing.T, path string, r corruptRec) {
@@ -967,7 +949,7 @@ func corruptTornTail(t *testing.T, path string, last corruptRec) {
 	e := &raft.Log{Index: last.index + 1, Term: last.term, Type: raft.LogCommand,
 		Data: []byte(strings.Repeat(corruptTornData, 150)), AppendedAt: time.Now()}
 	e.Extensions = logEntrySum(e.Data)
-	rec := corruptEncodeRecord(e)
+	rec := raftlog.AppendRecord(nil, e)
 	s := (last.end/corruptWALSector+1)*corruptWALSector - last.end // the record's first sector boundary
 	if s+corruptWALSector > int64(len(rec)) {
 		t.Fatalf("torn record of %d bytes at %d has no whole sector", len(rec), last.end)

@@ -64,6 +64,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/accordkv/accord/internal/fsutil"
 )
 
 const (
@@ -443,7 +445,9 @@ func checkHeader(data []byte, first uint64) error {
 	return nil
 }
 
-func appendRecord(b []byte, e *raft.Log) []byte {
+// AppendRecord appends e to b as a segment record (length, CRC-32C,
+// payload), exactly as StoreLogs writes it.
+func AppendRecord(b []byte, e *raft.Log) []byte {
 	start := len(b)
 	b = append(b, make([]byte, recHeaderSize)...)
 	b = binary.BigEndian.AppendUint64(b, e.Index)
@@ -642,7 +646,7 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 		return nil
 	}
 	for _, e := range es {
-		rec := appendRecord(nil, e)
+		rec := AppendRecord(nil, e)
 		if cur == nil || pos+int64(len(buf))+int64(len(rec)) > cur.size {
 			if err := flush(); err != nil {
 				return err
@@ -858,27 +862,7 @@ func (l *Log) writeNewest() error {
 	}
 	b := binary.BigEndian.AppendUint64(nil, first)
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	path := filepath.Join(l.dir, newestName)
-	tmp := path + tmpExt
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = l.sync(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return l.syncDir()
+	return fsutil.WriteFileAtomic(filepath.Join(l.dir, newestName), b, !l.opts.NoSync)
 }
 
 // Close closes the segment files. Calls after Close return ErrClosed.
@@ -917,13 +901,5 @@ func (l *Log) syncDir() error {
 	if l.opts.NoSync {
 		return nil
 	}
-	d, err := os.Open(l.dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return fsutil.SyncDir(l.dir)
 }

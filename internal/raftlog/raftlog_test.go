@@ -275,6 +275,13 @@ func checkBounds(t testing.TB, l *raftlog.Log, first, last uint64) {
 }
 
 // checkRange checks that lo..hi hold mkEntry(i, term).
+// checkEntries checks the bounds of l and every entry in them.
+func checkEntries(t testing.TB, l *raftlog.Log, lo, hi, term uint64) {
+	t.Helper()
+	checkBounds(t, l, lo, hi)
+	checkRange(t, l, lo, hi, term)
+}
+
 func checkRange(t testing.TB, l *raftlog.Log, lo, hi, term uint64) {
 	t.Helper()
 	for i := lo; i <= hi; i++ {
@@ -546,15 +553,13 @@ func TestStoreLogsErrors(t *testing.T) {
 	if err := l.StoreLogs([]*raft.Log{mkEntry(3, 2), mkEntry(5, 2)}); err == nil {
 		t.Fatal("non-contiguous overwriting StoreLogs succeeded")
 	}
-	checkBounds(t, l, 1, 5)
-	checkRange(t, l, 1, 5, 1)
+	checkEntries(t, l, 1, 5, 1)
 	l = reopen(t, l, dir, fast)
-	checkBounds(t, l, 1, 5)
-	checkRange(t, l, 1, 5, 1)
+	checkEntries(t, l, 1, 5, 1)
 }
 
 // TestFormat checks the files against the documented format: segments
-// named %020d.wal by their first index, created at SegmentSize, a 32-byte
+// named %020d.wal by their first index, created at SegmentSize, a 40-byte
 // header, then length/CRC-32C/payload records, then zeros.
 func TestFormat(t *testing.T) {
 	dir := t.TempDir()
@@ -597,8 +602,7 @@ func TestReopenWithSync(t *testing.T) {
 	l := openLog(t, dir, o)
 	store(t, l, 1, 200, 1, 16)
 	l = reopen(t, l, dir, o)
-	checkBounds(t, l, 1, 200)
-	checkRange(t, l, 1, 200, 1)
+	checkEntries(t, l, 1, 200, 1)
 	store(t, l, 201, 250, 2, 50)
 	if err := l.DeleteRange(240, 250); err != nil {
 		t.Fatal(err)
@@ -643,8 +647,7 @@ func TestClosed(t *testing.T) {
 		t.Errorf("Repaired = %+v", *r)
 	}
 	l = openLog(t, dir, fast)
-	checkBounds(t, l, 1, 3)
-	checkRange(t, l, 1, 3, 1)
+	checkEntries(t, l, 1, 3, 1)
 }
 
 // ---------------------------------------------------------------------------
@@ -654,8 +657,7 @@ func TestRotation(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, small)
 	store(t, l, 1, 400, 1, 37) // batches that cross segment boundaries
-	checkBounds(t, l, 1, 400)
-	checkRange(t, l, 1, 400, 1)
+	checkEntries(t, l, 1, 400, 1)
 	names := walFiles(t, dir)
 	if len(names) < 10 {
 		t.Fatalf("400 entries in 4 KiB segments made only %v", names)
@@ -758,8 +760,7 @@ func TestGap(t *testing.T) {
 		t.Fatalf("segments %v", names)
 	}
 	l = reopen(t, l, dir, fast)
-	checkBounds(t, l, 15, 16)
-	checkRange(t, l, 15, 16, 4)
+	checkEntries(t, l, 15, 16, 4)
 }
 
 // ---------------------------------------------------------------------------
@@ -791,12 +792,10 @@ func TestOverwrite(t *testing.T) {
 	if err := l.StoreLogs(mkEntries(1, 3, 4)); err != nil {
 		t.Fatal(err)
 	}
-	checkBounds(t, l, 1, 3)
-	checkRange(t, l, 1, 3, 4)
+	checkEntries(t, l, 1, 3, 4)
 	checkNotFound(t, l, 4, 8)
 	l = reopen(t, l, dir, fast)
-	checkBounds(t, l, 1, 3)
-	checkRange(t, l, 1, 3, 4)
+	checkEntries(t, l, 1, 3, 4)
 	store(t, l, 4, 6, 4, 3)
 	checkRange(t, l, 1, 6, 4)
 }
@@ -849,8 +848,7 @@ func TestDeleteSuffix(t *testing.T) {
 	checkNotFound(t, l, 5, 6)
 	checkRange(t, l, 1, 4, 1)
 	l = reopen(t, l, dir, fast)
-	checkBounds(t, l, 1, 4)
-	checkRange(t, l, 1, 4, 1)
+	checkEntries(t, l, 1, 4, 1)
 	checkNotFound(t, l, 5)
 	store(t, l, 5, 8, 2, 2)
 	checkRange(t, l, 5, 8, 2)
@@ -873,8 +871,7 @@ func TestDeleteSuffix(t *testing.T) {
 		}
 	}
 	l = reopen(t, l, dir, small)
-	checkBounds(t, l, 1, 149)
-	checkRange(t, l, 1, 149, 1)
+	checkEntries(t, l, 1, 149, 1)
 	closeLog(t, l)
 	checkFiles(t, dir)
 }
@@ -905,8 +902,7 @@ func TestDeletePrefix(t *testing.T) {
 	if first != s2 {
 		t.Fatalf("FirstIndex after reopen %d, want %d (the first segment's)", first, s2)
 	}
-	checkBounds(t, l, first, 300)
-	checkRange(t, l, first, 300, 1)
+	checkEntries(t, l, first, 300, 1)
 
 	// A delete that ends exactly at a segment's last entry removes it, and
 	// FirstIndex stays exact across a reopen.
@@ -919,8 +915,7 @@ func TestDeletePrefix(t *testing.T) {
 		t.Fatalf("segments %v", got)
 	}
 	l = reopen(t, l, dir, small)
-	checkBounds(t, l, s3, 300)
-	checkRange(t, l, s3, 300, 1)
+	checkEntries(t, l, s3, 300, 1)
 
 	// raft asks from an index below the first one as well.
 	if err := l.DeleteRange(1, s3+1); err != nil {
@@ -953,8 +948,7 @@ func TestDeleteAll(t *testing.T) {
 			checkNotFound(t, l, 1, 499, 511)
 			checkRange(t, l, 500, 510, 2)
 			l = reopen(t, l, dir, small)
-			checkBounds(t, l, 500, 510)
-			checkRange(t, l, 500, 510, 2)
+			checkEntries(t, l, 500, 510, 2)
 			// And again, at a lower index.
 			if err := l.DeleteRange(500, 510); err != nil {
 				t.Fatal(err)
@@ -962,8 +956,7 @@ func TestDeleteAll(t *testing.T) {
 			store(t, l, 3, 4, 3, 2)
 			checkBounds(t, l, 3, 4)
 			l = reopen(t, l, dir, small)
-			checkBounds(t, l, 3, 4)
-			checkRange(t, l, 3, 4, 3)
+			checkEntries(t, l, 3, 4, 3)
 		})
 	}
 }
@@ -975,11 +968,9 @@ func TestDeleteMiddle(t *testing.T) {
 	if err := l.DeleteRange(3, 5); err == nil {
 		t.Fatal("DeleteRange(3, 5) of 1..10 succeeded")
 	}
-	checkBounds(t, l, 1, 10)
-	checkRange(t, l, 1, 10, 1)
+	checkEntries(t, l, 1, 10, 1)
 	l = reopen(t, l, dir, fast)
-	checkBounds(t, l, 1, 10)
-	checkRange(t, l, 1, 10, 1)
+	checkEntries(t, l, 1, 10, 1)
 }
 
 func TestDeleteRangeNoop(t *testing.T) {
@@ -1009,8 +1000,7 @@ func TestStoreBelowFirst(t *testing.T) {
 	if err := l.StoreLogs(mkEntries(3, 4, 2)); err != nil {
 		t.Fatal(err)
 	}
-	checkBounds(t, l, 3, 4)
-	checkRange(t, l, 3, 4, 2)
+	checkEntries(t, l, 3, 4, 2)
 	checkNotFound(t, l, 1, 2, 5, 10)
 	l = reopen(t, l, dir, fast)
 	if first, _ := l.FirstIndex(); first > 3 {
@@ -1622,8 +1612,7 @@ func TestEmptyNewestSegmentRemoved(t *testing.T) {
 			checkBounds(t, l, 1, 50)
 			store(t, l, 51, 55, 1, 5)
 			l = reopen(t, l, dir, small)
-			checkBounds(t, l, 1, 55)
-			checkRange(t, l, 1, 55, 1)
+			checkEntries(t, l, 1, 55, 1)
 		})
 	}
 	// The only segment, empty: the log is empty.
@@ -1754,8 +1743,7 @@ func TestConcurrent(t *testing.T) {
 	if first2 > first {
 		t.Fatalf("FirstIndex %d after reopen, was %d", first2, first)
 	}
-	checkBounds(t, l, first2, last)
-	checkRange(t, l, first2, last, 1)
+	checkEntries(t, l, first2, last, 1)
 	closeLog(t, l)
 	checkFiles(t, dir)
 }
