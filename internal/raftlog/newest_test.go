@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 // newestLog writes entries 1..120 over several small segments and closes
@@ -111,4 +113,41 @@ func TestNewestFollowsDeletes(t *testing.T) {
 	store(t, l, 100, 110, 2, 3)
 	l = reopen(t, l, dir, small)
 	checkEntries(t, l, 100, 110, 2)
+}
+
+// TestZeroValueDamageNotTorn: a value of zeros is masked on disk, so one
+// flipped byte in its record (here its checksum) is damage, not a torn
+// write, in the newest segment too: the record and those after it were
+// synced, and may have been acknowledged.
+func TestZeroValueDamageNotTorn(t *testing.T) {
+	dir := t.TempDir()
+	o := small
+	o.SegmentSize = 64 << 10
+	l := openLog(t, dir, o)
+	store(t, l, 1, 3, 1, 3)
+	zero := &raft.Log{Index: 4, Term: 1, Type: raft.LogCommand, Data: make([]byte, 2048)}
+	if err := l.StoreLogs([]*raft.Log{zero}); err != nil {
+		t.Fatal(err)
+	}
+	store(t, l, 5, 8, 1, 2)
+	closeLog(t, l)
+	names := walFiles(t, dir)
+	path := filepath.Join(dir, names[len(names)-1])
+	_, recs, data := parseSeg(t, path)
+	var r rec
+	for _, x := range recs {
+		if x.index == 4 {
+			r = x
+		}
+	}
+	if r.end-r.off < 2048 {
+		t.Fatalf("record of index 4 not found: %+v", recs)
+	}
+	for off := (r.off/512 + 1) * 512; off+512 <= r.end; off += 512 {
+		if allZero(data[off : off+512]) {
+			t.Fatalf("a sector of the masked zero value is all zeros on disk (offset %d)", off)
+		}
+	}
+	patch(t, path, func(b []byte) { b[r.off+5] ^= 0x10 })
+	expectCorrupt(t, dir, path, r.off)
 }

@@ -17,9 +17,14 @@
 // header (magic, version, first index, file size, CRC-32C) followed by
 // records:
 //
-//	u32 length of payload, u32 CRC-32C of payload, payload
+//	u32 length of payload, u32 CRC-32C of the payload as stored, payload
 //	payload: u64 index, u64 term, u8 type, i64 appended-at (unix ns),
 //	         u32 length of extensions, extensions, data
+//
+// The payload is stored masked: XORed with a fixed keystream (Mask), byte
+// i of the payload with byte i mod 4096 of the keystream. A value full of
+// zeros then puts no run of zeros on the disk, so an all-zero sector inside
+// a record can only be one that never reached the disk (see Damage).
 //
 // A zero length ends the segment. Entries in a segment are contiguous;
 // between segments there may be a gap (raft installs a leader's snapshot
@@ -37,19 +42,23 @@
 // Open reads every record and checks its CRC and index. A bad record is
 // damage (a *CorruptError) unless it is the torn tail of the newest
 // segment: a write cut short by a crash, recognised as etcd's WAL does by a
-// 512-byte sector of the record that is all zeros (a sector that never
-// reached the disk). A torn tail was never synced, so never acknowledged;
-// Open zeroes it and reports it (Repaired). Anything else (a flipped byte,
-// a record claiming the wrong index, a damaged header, a segment shorter
-// or longer than it was created, data after the end of a sealed segment,
-// overlapping segments) is refused. As with etcd's WAL, a sector of the
-// newest segment zeroed by damage rather than by a crash cannot be told
-// from a torn write; Open drops that record and the rest of the segment,
-// and says so.
+// 512-byte sector of the record that is all zeros, a sector that never
+// reached the disk (a stored payload, being masked, has none of its own),
+// and by no prefix of it matching the record's CRC (a damaged length field
+// takes in the zeros after the record, but the record itself is whole). A
+// torn tail was never synced, so never acknowledged; Open zeroes it and
+// reports it (Repaired). Anything else (a flipped byte, a record claiming
+// the wrong index, a damaged header, a segment shorter or longer than it
+// was created, data after the end of a sealed segment, overlapping
+// segments, a missing newest segment) is refused. As with etcd's WAL, a
+// sector of the newest segment zeroed by damage rather than by a crash
+// cannot be told from a torn write; Open drops that record and the rest of
+// the segment, and says so.
 package raftlog
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -75,6 +84,7 @@ const (
 	headerSize    = 40
 	recHeaderSize = 8
 	payloadFixed  = 8 + 8 + 1 + 8 + 4
+	maskSize      = 4096
 	segmentExt    = ".wal"
 	tmpExt        = ".tmp"
 	newestName    = "newest"
@@ -299,11 +309,15 @@ func (l *Log) load(s *segment, newest bool) error {
 			bad = fmt.Sprintf("record length %d is invalid", n)
 		case crc32.Checksum(data[off+recHeaderSize:end], castagnoli) != sum:
 			bad = "record fails its checksum"
-		case int64(binary.BigEndian.Uint32(data[off+recHeaderSize+25:])) > n-payloadFixed:
+		case func() bool {
+			f := unmaskedFixed(data[off+recHeaderSize:])
+			return int64(binary.BigEndian.Uint32(f[25:])) > n-payloadFixed
+		}():
 			bad = "record's extensions overrun its payload"
 		default:
 			want := s.first + uint64(len(s.offsets))
-			if got := binary.BigEndian.Uint64(data[off+recHeaderSize:]); got != want {
+			f := unmaskedFixed(data[off+recHeaderSize:])
+			if got := binary.BigEndian.Uint64(f[:]); got != want {
 				bad = fmt.Sprintf("record claims index %d, expected %d", got, want)
 			}
 		}
@@ -462,9 +476,41 @@ func AppendRecord(b []byte, e *raft.Log) []byte {
 	b = append(b, e.Extensions...)
 	b = append(b, e.Data...)
 	p := b[start+recHeaderSize:]
+	Mask(p)
 	binary.BigEndian.PutUint32(b[start:], uint32(len(p)))
 	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(p, castagnoli))
 	return b
+}
+
+// mask is the keystream of Mask: SplitMix64 from seed 0x6163636f72642121
+// ("accord!!"), each output stored big-endian.
+var mask = func() (m [maskSize]byte) {
+	x := uint64(0x6163636f72642121)
+	for i := 0; i < maskSize; i += 8 {
+		x += 0x9e3779b97f4a7c15
+		z := x
+		z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+		z = (z ^ z>>27) * 0x94d049bb133111eb
+		binary.BigEndian.PutUint64(m[i:], z^z>>31)
+	}
+	return m
+}()
+
+// Mask XORs a record payload with the keystream, in place: it masks a
+// payload for the disk, and unmasks one read from it.
+func Mask(p []byte) {
+	for i := 0; i < len(p); i += maskSize {
+		q := p[i:min(i+maskSize, len(p))]
+		subtle.XORBytes(q, q, mask[:len(q)])
+	}
+}
+
+// unmaskedFixed returns the fixed fields of a stored payload, unmasked.
+func unmaskedFixed(p []byte) [payloadFixed]byte {
+	var f [payloadFixed]byte
+	copy(f[:], p)
+	Mask(f[:])
+	return f
 }
 
 func decodePayload(p []byte, e *raft.Log) error {
@@ -558,6 +604,7 @@ func (l *Log) GetLog(index uint64, e *raft.Log) error {
 	if int(binary.BigEndian.Uint32(buf)) != len(p) || crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(buf[4:]) {
 		return &CorruptError{Path: s.path, Offset: off, Reason: fmt.Sprintf("entry %d fails its checksum", index)}
 	}
+	Mask(p)
 	if err := decodePayload(p, e); err != nil || e.Index != index {
 		return &CorruptError{Path: s.path, Offset: off, Reason: fmt.Sprintf("entry %d does not decode", index)}
 	}

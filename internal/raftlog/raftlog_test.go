@@ -73,7 +73,49 @@ func encPayload(e *raft.Log) []byte {
 	p = binary.BigEndian.AppendUint64(p, uint64(at))
 	p = binary.BigEndian.AppendUint32(p, uint32(len(e.Extensions)))
 	p = append(p, e.Extensions...)
-	return append(p, e.Data...)
+	p = append(p, e.Data...)
+	xorMask(p)
+	return p
+}
+
+// testMask is the documented keystream, derived here on its own: SplitMix64
+// from seed "accord!!", big-endian, 4096 bytes.
+var testMask = func() []byte {
+	var m []byte
+	x := uint64(0x6163636f72642121)
+	for len(m) < 4096 {
+		x += 0x9e3779b97f4a7c15
+		z := (x ^ x>>30) * 0xbf58476d1ce4e5b9
+		z = (z ^ z>>27) * 0x94d049bb133111eb
+		m = binary.BigEndian.AppendUint64(m, z^z>>31)
+	}
+	return m
+}()
+
+// xorMask masks or unmasks a payload in place.
+func xorMask(p []byte) {
+	for i := range p {
+		p[i] ^= testMask[i%len(testMask)]
+	}
+}
+
+// storedIndex is the index in a stored (masked) payload.
+func storedIndex(p []byte) uint64 {
+	return binary.BigEndian.Uint64(p) ^ binary.BigEndian.Uint64(testMask)
+}
+
+func TestMaskMatchesDocumentation(t *testing.T) {
+	p := make([]byte, 10000)
+	raftlog.Mask(p)
+	for i := range p {
+		if p[i] != testMask[i%len(testMask)] {
+			t.Fatalf("Mask of zeros differs from the documented keystream at byte %d", i)
+		}
+	}
+	raftlog.Mask(p)
+	if !allZero(p) {
+		t.Fatal("Mask is not its own inverse")
+	}
 }
 
 func encRecord(payload []byte) []byte {
@@ -111,7 +153,7 @@ func parseSeg(t testing.TB, path string) (first uint64, recs []rec, data []byte)
 		if n < fixedPayload || end > int64(len(data)) || crc32.Checksum(data[off+recHdrSize:end], castagnoli) != sum {
 			t.Fatalf("%s: bad record at %d", path, off)
 		}
-		idx := binary.BigEndian.Uint64(data[off+recHdrSize:])
+		idx := storedIndex(data[off+recHdrSize:])
 		if want := first + uint64(len(recs)); idx != want {
 			t.Fatalf("%s: record at %d has index %d, want %d", path, off, idx, want)
 		}
