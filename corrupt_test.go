@@ -1058,6 +1058,32 @@ func TestCorruptFreshDirInterruptedFirstOpen(t *testing.T) {
 	}
 }
 
+// TestCorruptJoinerClosedBeforeAnyTerm: a node waiting to join is closed
+// before it heard from a leader. raft stored only its starting term, 0,
+// which is no state: the directory must open again, and stay unmarked.
+// (It was marked initialized, and the next Open refused it as emptied.)
+func TestCorruptJoinerClosedBeforeAnyTerm(t *testing.T) {
+	dir := t.TempDir()
+	o := persistOpts()
+	o.NodeID = "joiner"
+	o.JoinExisting = true
+	o.PeerAddr = "127.0.0.1:0"
+	o.Peers = []string{"127.0.0.1:9"} // nobody: the node hears no leader
+	for range 2 {
+		s, err := Open(dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		m, err := readManifest(dir)
+		if err != nil || m.Initialized {
+			t.Fatalf("manifest after a joiner that heard of no term closed: %+v, %v", m, err)
+		}
+	}
+}
+
 // TestCorruptInterruptedAfterBootstrap: the first Open created raft state
 // but crashed before marking the manifest initialized; the state it wrote
 // is kept.

@@ -927,14 +927,16 @@ func (rs *raftStore) close() error {
 }
 
 // write runs f unless the store is closed, after marking the directory
-// initialized if needed.
-func (rs *raftStore) write(f func() error) error {
+// initialized if needed: if f creates state. raft's NewRaft stores the
+// term it starts with, 0 on a new node, which is no state yet: a node
+// closed before it heard of a term must not be refused on its next Open.
+func (rs *raftStore) write(creates bool, f func() error) error {
 	rs.mu.RLock()
 	defer rs.mu.RUnlock()
 	if rs.closed {
 		return nil
 	}
-	if !rs.inited.Load() {
+	if creates && !rs.inited.Load() {
 		rs.initMu.Lock()
 		if !rs.inited.Load() {
 			if err := rs.mark(); err != nil {
@@ -966,7 +968,7 @@ func (rs *raftStore) StoreLog(l *raft.Log) error {
 }
 
 func (rs *raftStore) StoreLogs(ls []*raft.Log) error {
-	return rs.write(func() error {
+	return rs.write(len(ls) > 0, func() error {
 		if e := rs.failLogs.Load(); e != nil {
 			return *e
 		}
@@ -975,15 +977,15 @@ func (rs *raftStore) StoreLogs(ls []*raft.Log) error {
 }
 
 func (rs *raftStore) DeleteRange(min, max uint64) error {
-	return rs.write(func() error { return rs.logs.DeleteRange(min, max) })
+	return rs.write(false, func() error { return rs.logs.DeleteRange(min, max) })
 }
 
 func (rs *raftStore) Set(k, v []byte) error {
-	return rs.write(func() error { return rs.stable.Set(k, v) })
+	return rs.write(len(v) > 0, func() error { return rs.stable.Set(k, v) })
 }
 
 func (rs *raftStore) SetUint64(k []byte, v uint64) error {
-	return rs.write(func() error { return rs.stable.SetUint64(k, v) })
+	return rs.write(v != 0, func() error { return rs.stable.SetUint64(k, v) })
 }
 
 func (rs *raftStore) FirstIndex() (i uint64, err error) {

@@ -32,9 +32,9 @@ func TestDiskReserve(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// What bbolt returns when a commit cannot grow the file.
-	enospc := &os.PathError{Op: "write", Path: filepath.Join(dir, raftDBName), Err: syscall.ENOSPC}
-	if err := s.stores.write(func() error { return enospc }); !errors.Is(err, syscall.ENOSPC) {
+	// What the raft log returns when a write cannot grow a segment.
+	enospc := &os.PathError{Op: "write", Path: filepath.Join(dir, raftLogDir, "00000000000000000001.wal"), Err: syscall.ENOSPC}
+	if err := s.stores.write(true, func() error { return enospc }); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("write error %v, want the ENOSPC passed through", err)
 	}
 	if _, err := os.Stat(reserve); !errors.Is(err, os.ErrNotExist) {
