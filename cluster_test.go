@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/accordkv/accord/internal/freeport"
 )
 
 // testCluster is the in-process cluster every multi-node test uses: N
@@ -54,15 +55,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // freePort reserves a loopback port for a node that must be added before
-// it starts (its address is part of AddMember).
+// it starts (its address is part of AddMember), and that may restart on
+// it: below the ephemeral range (see package freeport).
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // newTestCluster starts node 0 alone, then adds n-1 voters to it one by

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/accordkv/accord"
 	"github.com/accordkv/accord/discovery"
+	"github.com/accordkv/accord/internal/freeport"
 )
 
 // electionTimeout is the election timeout of the test stores: short, so
@@ -343,12 +343,11 @@ func (n *node) stop(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr() // below the ephemeral range: see package freeport
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func newCluster(t *testing.T) []*node {

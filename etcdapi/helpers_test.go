@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/accordkv/accord"
+	"github.com/accordkv/accord/internal/freeport"
 )
 
 // testElection is the election timeout of test clusters: short, but long
@@ -62,12 +63,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr() // below the ephemeral range: see package freeport
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // newAPICluster starts n members (node 0 first, the others added with

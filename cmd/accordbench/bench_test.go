@@ -11,6 +11,7 @@ import (
 
 	"github.com/accordkv/accord"
 	"github.com/accordkv/accord/etcdapi"
+	"github.com/accordkv/accord/internal/freeport"
 )
 
 // BenchmarkInProcess runs each row against accord clusters of 1 and 3
@@ -107,10 +108,9 @@ func startCluster(b testing.TB, n int, election time.Duration, noFsync bool) []s
 // freeAddr returns a loopback address that was free a moment ago.
 func freeAddr(b testing.TB) string {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr() // below the ephemeral range: see package freeport
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/accordkv/accord"
+	"github.com/accordkv/accord/internal/freeport"
 )
 
 // The end-to-end tests run real accordd processes on loopback and drive
@@ -91,17 +91,15 @@ func buildAndRun(m *testing.M) (int, error) {
 	return code, nil
 }
 
-// freePort reserves a free port on 127.0.0.1 by listening on port 0 and
-// closing the listener.
+// freePort reserves a free port on 127.0.0.1, below the ephemeral range
+// (see package freeport): members restart on their ports.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	return strconv.Itoa(port)
 }
 
 // proc is one accordd process.

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/accordkv/accord/internal/freeport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -253,24 +252,10 @@ func (n *node) exitCode() int {
 	return n.cmd.ProcessState.ExitCode()
 }
 
-// reservePort finds a free TCP port on ip, below Linux's ephemeral range
-// (32768-60999 by default). A port the kernel hands out for port 0 comes
-// from that range, and once released it can be taken again as the local
-// port of some outgoing connection before the member binds it (seen:
-// "address already in use" for a member added later in a run).
-func reservePort(ip string) (int, error) {
-	const lo, hi = 10000, 30000
-	var err error
-	for range 100 {
-		port := lo + rand.IntN(hi-lo)
-		var ln net.Listener
-		if ln, err = net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
-			ln.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port on %s in %d-%d: %w", ip, lo, hi, err)
-}
+// reservePort finds a free TCP port on ip, below the ephemeral range:
+// members restart on their ports, and fault proxies listen on port 0 on
+// the members' addresses (see package freeport).
+func reservePort(ip string) (int, error) { return freeport.Reserve(ip) }
 
 // tailFile returns the last n lines of a file.
 func tailFile(path string, n int) string {
