@@ -693,8 +693,8 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 		return nil
 	}
 	for _, e := range es {
-		rec := AppendRecord(nil, e)
-		if cur == nil || pos+int64(len(buf))+int64(len(rec)) > cur.size {
+		n := int64(recHeaderSize + payloadFixed + len(e.Extensions) + len(e.Data))
+		if cur == nil || pos+int64(len(buf))+n > cur.size {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -705,14 +705,14 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 					return err
 				}
 			}
-			s, err := l.create(e.Index, int64(headerSize+len(rec)))
+			s, err := l.create(e.Index, headerSize+n)
 			if err != nil {
 				return err
 			}
 			cur, pos = s, s.end
 		}
 		offs = append(offs, pos+int64(len(buf)))
-		buf = append(buf, rec...)
+		buf = AppendRecord(buf, e)
 	}
 	return flush()
 }
