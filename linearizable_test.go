@@ -124,14 +124,14 @@ func TestClusterLinearizable(t *testing.T) {
 			t.Fatalf("final read of %s: %v", k, err)
 		}
 		out := linOutputOf(g.KVs)
-		rec.add(clients, linInput{kind: linGet, key: k}, out, call, rec.now())
+		rec.add(clients, linInput{Kind: linGet, Key: k}, out, call, rec.now())
 		for _, nd := range c.running() {
 			sg, err := nd.store().Get(ctx, k, WithSerializable())
 			if err != nil {
 				t.Fatalf("final local read of %s on node %d: %v", k, nd.idx, err)
 			}
 			if got := linOutputOf(sg.KVs); got != out {
-				t.Errorf("node %d holds %s = %s, the leader %s", nd.idx, k, got.model(), out.model())
+				t.Errorf("node %d holds %s = %s, the leader %s", nd.idx, k, got, out)
 			}
 		}
 	}
@@ -184,42 +184,17 @@ const (
 	linCAS    = regmodel.CAS
 )
 
-// linInput is one operation on one key.
-type linInput struct {
-	kind     linKind
-	key      string
-	value    string // put, cas: the new value (unique in the history)
-	expRev   int64  // cas: the mod revision compared (0: the key is absent)
-	expValue string // cas: the value the client saw at expRev
-}
-
-// linOutput is what an operation returned. Each field is comparable, so
-// that outputs can be compared with ==.
-type linOutput struct {
-	unknown bool   // a write that may or may not have taken effect
-	ok      bool   // cas: the compare held
-	exists  bool   // get, failed cas: the key was present
-	value   string // get, failed cas
-	// get, failed cas: the key's mod revision; put, successful cas: the
-	// revision written; delete: the revision of the delete if it deleted.
-	rev     int64
-	deleted int64 // delete
-}
-
-// model (and linInput's) is what regmodel.Model checks.
-func (o linOutput) model() regmodel.Output {
-	return regmodel.Output{Unknown: o.unknown, OK: o.ok, Exists: o.exists, Value: o.value, Rev: o.rev, Deleted: o.deleted}
-}
-
-func (in linInput) model() regmodel.Input {
-	return regmodel.Input{Kind: in.kind, Key: in.key, Value: in.value, ExpRev: in.expRev, ExpValue: in.expValue}
-}
+// linInput and linOutput are the operations regmodel.Model checks.
+type (
+	linInput  = regmodel.Input
+	linOutput = regmodel.Output
+)
 
 func linOutputOf(kvs []KeyValue) linOutput {
 	if len(kvs) == 0 {
 		return linOutput{}
 	}
-	return linOutput{exists: true, value: string(kvs[0].Value), rev: kvs[0].ModRevision}
+	return linOutput{Exists: true, Value: string(kvs[0].Value), Rev: kvs[0].ModRevision}
 }
 
 type linStats struct {
@@ -246,7 +221,7 @@ func (r *linRecorder) now() int64 { return int64(time.Since(r.start)) }
 
 func (r *linRecorder) add(client int, in linInput, out linOutput, call, ret int64) {
 	r.mu.Lock()
-	r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in.model(), Output: out.model(), Call: call, Return: ret})
+	r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
 	r.mu.Unlock()
 }
 
@@ -303,24 +278,24 @@ func (cl *linClient) run(ctx context.Context, stop <-chan struct{}) {
 
 func (cl *linClient) step(ctx context.Context, s *Store) {
 	key := cl.keys[cl.rng.IntN(len(cl.keys))]
-	in := linInput{key: key}
+	in := linInput{Key: key}
 	switch p := cl.rng.IntN(100); {
 	case p < 35:
-		in.kind = linGet
+		in.Kind = linGet
 	case p < 65:
-		in.kind = linPut
+		in.Kind = linPut
 	case p < 80:
-		in.kind = linDelete
+		in.Kind = linDelete
 	default:
-		in.kind = linCAS
+		in.Kind = linCAS
 	}
-	if in.kind == linPut || in.kind == linCAS {
+	if in.Kind == linPut || in.Kind == linCAS {
 		cl.seq++
-		in.value = fmt.Sprintf("c%d-%d", cl.id, cl.seq)
+		in.Value = fmt.Sprintf("c%d-%d", cl.id, cl.seq)
 	}
-	if in.kind == linCAS {
-		if prev := cl.seen[key]; prev.exists {
-			in.expRev, in.expValue = prev.rev, prev.value
+	if in.Kind == linCAS {
+		if prev := cl.seen[key]; prev.Exists {
+			in.ExpRev, in.ExpValue = prev.Rev, prev.Value
 		}
 	}
 
@@ -329,7 +304,7 @@ func (cl *linClient) step(ctx context.Context, s *Store) {
 		err error
 	)
 	call := cl.rec.now()
-	switch in.kind {
+	switch in.Kind {
 	case linGet:
 		var g *GetResponse
 		if g, err = s.Get(ctx, key); err == nil {
@@ -337,27 +312,27 @@ func (cl *linClient) step(ctx context.Context, s *Store) {
 		}
 	case linPut:
 		var p *PutResponse
-		if p, err = s.Put(ctx, key, []byte(in.value)); err == nil {
-			out = linOutput{rev: p.Revision}
+		if p, err = s.Put(ctx, key, []byte(in.Value)); err == nil {
+			out = linOutput{Rev: p.Revision}
 		}
 	case linDelete:
 		var d *DeleteResponse
 		if d, err = s.Delete(ctx, key); err == nil {
-			out = linOutput{deleted: d.Deleted}
+			out = linOutput{Deleted: d.Deleted}
 			if d.Deleted > 0 {
-				out.rev = d.Revision
+				out.Rev = d.Revision
 			}
 		}
 	case linCAS:
 		var r *TxnResponse
 		r, err = s.Txn(ctx).
-			If(Compare(ModRevision(key), "=", in.expRev)).
-			Then(OpPut(key, []byte(in.value))).
+			If(Compare(ModRevision(key), "=", in.ExpRev)).
+			Then(OpPut(key, []byte(in.Value))).
 			Else(OpGet(key)).
 			Commit()
 		if err == nil {
 			if r.Succeeded {
-				out = linOutput{ok: true, rev: r.Revision}
+				out = linOutput{OK: true, Rev: r.Revision}
 			} else {
 				out = linOutputOf(r.Responses[0].Get.KVs)
 			}
@@ -366,12 +341,12 @@ func (cl *linClient) step(ctx context.Context, s *Store) {
 	ret := cl.rec.now()
 
 	if err != nil {
-		if in.kind == linGet || !cl.maybeApplied(err) {
+		if in.Kind == linGet || !cl.maybeApplied(err) {
 			cl.rec.stats.dropped.Add(1)
 			return
 		}
 		cl.rec.stats.unknown.Add(1)
-		cl.rec.add(cl.id, in, linOutput{unknown: true}, call, linPending)
+		cl.rec.add(cl.id, in, linOutput{Unknown: true}, call, linPending)
 		delete(cl.seen, key) // no longer sure what is there
 		// Fail fast, back off: a forwarded write to a leader that was
 		// just cut off fails at once, and every such write stays open to
@@ -382,11 +357,11 @@ func (cl *linClient) step(ctx context.Context, s *Store) {
 	}
 	cl.rec.add(cl.id, in, out, call, ret)
 	switch {
-	case in.kind == linGet || in.kind == linCAS && !out.ok:
+	case in.Kind == linGet || in.Kind == linCAS && !out.OK:
 		cl.seen[key] = out
-	case in.kind == linPut || in.kind == linCAS:
-		cl.seen[key] = linOutput{exists: true, value: in.value, rev: out.rev}
-	case in.kind == linDelete:
+	case in.Kind == linPut || in.Kind == linCAS:
+		cl.seen[key] = linOutput{Exists: true, Value: in.Value, Rev: out.Rev}
+	case in.Kind == linDelete:
 		cl.seen[key] = linOutput{}
 	}
 }
