@@ -1159,9 +1159,9 @@ func TestCorruptNewestRecordLengthBeyondFile(t *testing.T) {
 	}
 }
 
-func TestCorruptWrongIndex(t *testing.T) {
-	// A record with a good checksum that claims another index, in an older
-	// segment and in the newest one.
+// inOldestAndNewest runs f on a damaged() directory, once for its oldest
+// segment and once for its newest.
+func inOldestAndNewest(t *testing.T, f func(t *testing.T, dir, path string)) {
 	for _, newest := range []bool{false, true} {
 		t.Run(fmt.Sprint("newest=", newest), func(t *testing.T) {
 			dir, paths := damaged(t)
@@ -1169,42 +1169,43 @@ func TestCorruptWrongIndex(t *testing.T) {
 			if newest {
 				path = paths[len(paths)-1]
 			}
-			_, recs, _ := parseSeg(t, path)
-			r := recs[2]
-			patch(t, path, func(b []byte) {
-				p := b[r.off+recHdrSize : r.end]
-				binary.BigEndian.PutUint64(p, r.index+1000)
-				binary.BigEndian.PutUint32(b[r.off+4:], crc32.Checksum(p, castagnoli))
-			})
-			ce := expectCorrupt(t, dir, path, r.off)
-			if !strings.Contains(ce.Reason, "index") {
-				t.Errorf("reason %q does not mention the index", ce.Reason)
-			}
+			f(t, dir, path)
 		})
 	}
+}
+
+func TestCorruptWrongIndex(t *testing.T) {
+	// A record with a good checksum that claims another index, in an older
+	// segment and in the newest one.
+	inOldestAndNewest(t, func(t *testing.T, dir, path string) {
+		_, recs, _ := parseSeg(t, path)
+		r := recs[2]
+		patch(t, path, func(b []byte) {
+			p := b[r.off+recHdrSize : r.end]
+			binary.BigEndian.PutUint64(p, r.index+1000)
+			binary.BigEndian.PutUint32(b[r.off+4:], crc32.Checksum(p, castagnoli))
+		})
+		ce := expectCorrupt(t, dir, path, r.off)
+		if !strings.Contains(ce.Reason, "index") {
+			t.Errorf("reason %q does not mention the index", ce.Reason)
+		}
+	})
 }
 
 // TestCorruptRecordThatDoesNotDecode: a record with a good checksum and
 // index whose extensions length runs past its payload can never be read
 // back; Open refuses it rather than leave GetLog to fail later.
 func TestCorruptRecordThatDoesNotDecode(t *testing.T) {
-	for _, newest := range []bool{false, true} {
-		t.Run(fmt.Sprint("newest=", newest), func(t *testing.T) {
-			dir, paths := damaged(t)
-			path := paths[0]
-			if newest {
-				path = paths[len(paths)-1]
-			}
-			_, recs, _ := parseSeg(t, path)
-			r := recs[1]
-			patch(t, path, func(b []byte) {
-				p := b[r.off+recHdrSize : r.end]
-				binary.BigEndian.PutUint32(p[25:], uint32(len(p)-fixedPayload+1))
-				binary.BigEndian.PutUint32(b[r.off+4:], crc32.Checksum(p, castagnoli))
-			})
-			expectCorrupt(t, dir, path, r.off)
+	inOldestAndNewest(t, func(t *testing.T, dir, path string) {
+		_, recs, _ := parseSeg(t, path)
+		r := recs[1]
+		patch(t, path, func(b []byte) {
+			p := b[r.off+recHdrSize : r.end]
+			binary.BigEndian.PutUint32(p[25:], uint32(len(p)-fixedPayload+1))
+			binary.BigEndian.PutUint32(b[r.off+4:], crc32.Checksum(p, castagnoli))
 		})
-	}
+		expectCorrupt(t, dir, path, r.off)
+	})
 }
 
 func TestCorruptHeader(t *testing.T) {
