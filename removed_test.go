@@ -35,6 +35,10 @@ func TestRemovedMemberStops(t *testing.T) {
 			}
 			return nil
 		})
+		// The store closes itself in the background; Close waits for that
+		// to finish (its peer listener included) before the node restarts
+		// on the same port.
+		nd.store().Close()
 		nd.forget()
 	}
 
