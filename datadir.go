@@ -172,9 +172,8 @@ func openBolt(path string, o *Options) (store *raftboltdb.BoltStore, err error) 
 
 // boltState is what checkBolt learns about raft.db.
 type boltState struct {
-	term    uint64              // raft's current term
-	hasLogs bool                // it still holds log entries (format 1, or a migration not finished)
-	conf    *raft.Configuration // latest configuration in those entries, if checked
+	term    uint64 // raft's current term
+	hasLogs bool   // it still holds log entries (format 1, or a migration not finished)
 }
 
 // checkBolt checks raft.db read-only, before raft-boltdb opens it for
@@ -210,7 +209,9 @@ func checkBolt(path string, snap *snapInfo, initialized, checkEntries bool) (st 
 	}
 	st.hasLogs = last > 0
 	if checkEntries {
-		st.conf, err = checkLog(path, db, st.term, snap, initialized)
+		// Before they are moved; the configuration is read again from
+		// raft-log/ afterwards.
+		_, err = checkLog(path, db, st.term, snap, initialized)
 	}
 	return st, err
 }

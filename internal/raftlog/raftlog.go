@@ -309,15 +309,12 @@ func (l *Log) load(s *segment, newest bool) error {
 			bad = fmt.Sprintf("record length %d is invalid", n)
 		case crc32.Checksum(data[off+recHeaderSize:end], castagnoli) != sum:
 			bad = "record fails its checksum"
-		case func() bool {
-			f := unmaskedFixed(data[off+recHeaderSize:])
-			return int64(binary.BigEndian.Uint32(f[25:])) > n-payloadFixed
-		}():
-			bad = "record's extensions overrun its payload"
 		default:
-			want := s.first + uint64(len(s.offsets))
 			f := unmaskedFixed(data[off+recHeaderSize:])
-			if got := binary.BigEndian.Uint64(f[:]); got != want {
+			want := s.first + uint64(len(s.offsets))
+			if int64(binary.BigEndian.Uint32(f[25:])) > n-payloadFixed {
+				bad = "record's extensions overrun its payload"
+			} else if got := binary.BigEndian.Uint64(f[:]); got != want {
 				bad = fmt.Sprintf("record claims index %d, expected %d", got, want)
 			}
 		}
