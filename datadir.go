@@ -29,6 +29,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/accordkv/accord/internal/fsutil"
 	"github.com/accordkv/accord/internal/raftlog"
@@ -161,7 +162,7 @@ func openBolt(path string, o *Options) (store *raftboltdb.BoltStore, err error) 
 			FreelistType:   bbolt.FreelistMapType,
 		},
 	})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s is locked by another Store (in this or another process)", ErrInUse, path)
 	}
 	if err != nil {
@@ -379,7 +380,7 @@ func copyLog(dbPath string, wal *raftlog.Log) error {
 
 func checkBoltPages(path string) error {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: boltOpenTimout})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return fmt.Errorf("%w: %s is locked by another Store (in this or another process)", ErrInUse, path)
 	}
 	if err != nil {

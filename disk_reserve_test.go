@@ -89,7 +89,7 @@ func TestDiskReserveNeedsRoom(t *testing.T) {
 // stored nor replicated: it fails with ErrNoSpace (not raft's flattened
 // store error, which names the file), and writes come back by themselves
 // once the disk has space again. (The injected failure hits raft's own
-// appends too, so the number of elections is examples/accordd's
+// appends too, so the number of elections is cmd/accordd's
 // TestDiskFullSudden's business, on a real tmpfs.)
 func TestDiskFullAppendFails(t *testing.T) {
 	if runtime.GOOS != "linux" {

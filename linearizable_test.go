@@ -175,8 +175,6 @@ func TestClusterLinearizable(t *testing.T) {
 
 // ---- the clients ----
 
-type linKind = regmodel.Kind
-
 const (
 	linGet    = regmodel.Get
 	linPut    = regmodel.Put

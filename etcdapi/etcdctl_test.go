@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,7 +66,11 @@ func buildEtcdctl() (string, error) {
 	defer os.RemoveAll(tmp)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test and go run put their own $GOROOT/bin first on the PATH.
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return "", err
+	}
 	cmd := exec.CommandContext(ctx, gobin, "build", "-C", tools, "-o", filepath.Join(tmp, "etcdctl"), "go.etcd.io/etcd/etcdctl/v3")
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {

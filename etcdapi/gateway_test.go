@@ -339,6 +339,9 @@ func TestGateway(t *testing.T) {
 		}
 		line, err := bufio.NewReader(resp.Body).ReadBytes('\n')
 		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("keepalive: reading the first answer: %v", err)
+		}
 		var env struct {
 			Result json.RawMessage `json:"result"`
 		}

@@ -32,7 +32,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -96,11 +95,12 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	http   *http.Server
-	h2     *http2.Server
+	tlsWeb *http.Server // TLS connections: HTTP/2 (gRPC or gateway) and HTTP/1
 	gw     http.Handler // the JSON gateway and /health, /version
 
 	grpcConns *connListener // connections speaking gRPC natively
-	httpConns *connListener // HTTP/1 connections
+	httpConns *connListener // plaintext HTTP/1 connections
+	tlsConns  *connListener // TLS connections after the handshake
 	inner     *connListener // the gateway's in-process gRPC connections
 	gwConn    *grpc.ClientConn
 
@@ -179,6 +179,7 @@ func New(s *accord.Store, opts *Options) (*Server, error) {
 		stop:      make(chan struct{}),
 		grpcConns: newConnListener(),
 		httpConns: newConnListener(),
+		tlsConns:  newConnListener(),
 		inner:     newConnListener(),
 	}
 	srv.grpc = grpc.NewServer(
@@ -205,10 +206,18 @@ func New(s *accord.Store, opts *Options) (*Server, error) {
 	}
 	srv.gw, srv.gwConn = gw, conn
 	srv.http = &http.Server{Handler: http.HandlerFunc(srv.serveHTTP), ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
-	srv.h2 = &http2.Server{MaxConcurrentStreams: 1 << 20}
+	// net/http serves HTTP/2 itself on a *tls.Conn that negotiated "h2"
+	// (it sets up TLSNextProto when TLSConfig is nil, for listeners that
+	// hand it TLS connections, as tlsConns does).
+	srv.tlsWeb = &http.Server{
+		Handler:           http.HandlerFunc(srv.serveMixed),
+		ReadHeaderTimeout: 10 * time.Second,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1 << 20},
+	}
 	srv.wg.Go(func() { _ = srv.grpc.Serve(srv.grpcConns) })
 	srv.wg.Go(func() { _ = srv.grpc.Serve(srv.inner) })
 	srv.wg.Go(func() { _ = srv.http.Serve(srv.httpConns) })
+	srv.wg.Go(func() { _ = srv.tlsWeb.Serve(srv.tlsConns) })
 	return srv, nil
 }
 
@@ -279,11 +288,7 @@ func (srv *Server) dispatch(c net.Conn) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			srv.h2.ServeConn(tc, &http2.ServeConnOpts{Handler: http.HandlerFunc(srv.serveMixed), BaseConfig: srv.http})
-			return
-		}
-		srv.httpConns.push(tc)
+		srv.tlsConns.push(tc)
 		return
 	}
 	br := bufio.NewReaderSize(c, 64)
@@ -346,8 +351,10 @@ func (srv *Server) Close() error {
 		_ = srv.gwConn.Close()
 		srv.grpc.Stop()
 		_ = srv.http.Close()
+		_ = srv.tlsWeb.Close()
 		srv.grpcConns.close()
 		srv.httpConns.close()
+		srv.tlsConns.close()
 		srv.inner.close()
 	})
 	srv.wg.Wait()

@@ -1,11 +1,14 @@
 //go:build tools
 
-// Package tools pins the etcd binaries accord is tested and benchmarked
-// against: etcdctl v3.7.3 (the etcdapi tests build it) and etcd v3.7.3
+// Package tools pins the binaries accord is checked, tested and benchmarked
+// with: staticcheck v0.8.2 (.ci/run), etcdctl v3.7.3 (the etcdapi tests build it) and etcd v3.7.3
 // (./etcd, for side-by-side comparisons). Build them from this module:
 //
 //	go build -o etcdctl go.etcd.io/etcd/etcdctl/v3
 //	go build -o etcd ./etcd
+//	go build -o staticcheck honnef.co/go/tools/cmd/staticcheck
+//
+// Run them with GOWORK=off: this module is not in the root go.work.
 //
 // `go install go.etcd.io/etcd/etcdctl/v3@v3.7.3` is refused because
 // etcdctl's go.mod has replace directives; requiring it from a module of
@@ -16,4 +19,5 @@ package tools
 import (
 	_ "go.etcd.io/etcd/etcdctl/v3"
 	_ "go.etcd.io/etcd/server/v3/etcdmain"
+	_ "honnef.co/go/tools/cmd/staticcheck"
 )

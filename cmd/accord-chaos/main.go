@@ -1,12 +1,12 @@
 // Command accord-chaos runs accord's fault-injection harness
-// (internal/chaos) at length and prints the figures: runs x duration x
+// (cmd/internal/chaos) at length and prints the figures: runs x duration x
 // members, operations checked, faults of each kind injected, violations
 // and acknowledged writes lost. It exits 1 if anything was found; failing
 // runs keep their history in a directory it prints.
 //
 //	go run ./cmd/accord-chaos -seed 1 -duration 60s -members 3,5 -runs 5 -crash-kills 200
 //
-// Run it from the repository: it builds examples/accordd first (or give
+// Run it from the repository: it builds cmd/accordd first (or give
 // -accordd). Interrupting it (Ctrl-C) kills every accordd it started.
 package main
 
@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/accordkv/accord/internal/chaos"
+	"github.com/accordkv/accord/cmd/internal/chaos"
 )
 
 func main() {
@@ -37,7 +37,7 @@ func run() int {
 		runs      = flag.Int("runs", 5, "runs per cluster size")
 		kills     = flag.Int("crash-kills", 200, "SIGKILLs of the crash loop (0: no crash loop)")
 		crashSize = flag.Int("crash-members", 3, "cluster size of the crash loop")
-		accordd   = flag.String("accordd", "", "accordd binary (default: build ./examples/accordd)")
+		accordd   = flag.String("accordd", "", "accordd binary (default: build ./cmd/accordd)")
 		dir       = flag.String("dir", "", "where runs create their directories (default $TMPDIR)")
 		keep      = flag.Bool("keep", false, "keep the directories of passing runs too")
 		faults    = flag.String("faults", "", "fault kinds to inject, comma-separated (default all: "+strings.Join(chaos.AllFaults, ",")+")")

@@ -639,7 +639,6 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 		if err := l.truncateFrom(es[0].Index); err != nil {
 			return err
 		}
-		last = es[0].Index - 1
 	}
 	var cur *segment
 	if n := len(l.segs); n > 0 {

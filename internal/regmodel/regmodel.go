@@ -1,6 +1,6 @@
 // Package regmodel is the porcupine model of accord's keys as registers,
 // shared by the root package's linearizability test and the fault
-// harness (internal/chaos): Get, Put, Delete and a CAS on the mod
+// harness (cmd/internal/chaos): Get, Put, Delete and a CAS on the mod
 // revision, partitioned by key.
 //
 // Revisions make the model stricter than a plain register: every write to

@@ -130,7 +130,7 @@ func TestConfigInitialClusterSameOnEveryMember(t *testing.T) {
 		t.Errorf("node IDs not distinct: %v", ids)
 	}
 	// Another token is another cluster: other IDs.
-	if nodeID("tok", "a") == nodeID("tok2", "a") || nodeID("tok", "a") != nodeID("tok", "a") {
+	if a, b := nodeID("tok", "a"), nodeID("tok", "a"); a == nodeID("tok2", "a") || a != b {
 		t.Error("nodeID does not depend on exactly the token and the name")
 	}
 }

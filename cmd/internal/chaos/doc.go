@@ -54,6 +54,6 @@
 // watch-*.jsonl, violations.txt and, for a linearizability failure,
 // porcupine.html.
 //
-// The short version runs in `go test ./internal/chaos`; the long one is
+// The short version runs in `go test ./cmd/internal/chaos`; the long one is
 // `go run ./cmd/accord-chaos`.
 package chaos

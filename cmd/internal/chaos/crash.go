@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -257,12 +256,16 @@ func (r *run) crashFinal(ctx context.Context) {
 // the accord module (the test does; so does `go run ./cmd/accord-chaos`
 // from the repository).
 func Build(ctx context.Context, dir string) (string, error) {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test and go run put their own $GOROOT/bin first on the PATH.
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return "", err
+	}
 	if _, err := os.Stat(goTool); err != nil {
 		goTool = "go"
 	}
 	bin := filepath.Join(dir, "accordd")
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/accordkv/accord/examples/accordd")
+	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/accordkv/accord/cmd/accordd")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("chaos: go build accordd: %v\n%s", err, out)
 	}

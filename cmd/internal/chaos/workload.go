@@ -435,12 +435,6 @@ func (w *leaseClient) checkGone(ctx context.Context, lr *leaseRecord) {
 	}
 }
 
-func (w *leaseClient) abandonedLeases() []*leaseRecord {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.abandoned)
-}
-
 // stamp formats a time as an offset into the run.
 func stamp(rec *recorder, t time.Time) string {
 	return fmt.Sprintf("t=%v", t.Sub(rec.start).Round(time.Millisecond))
