@@ -42,6 +42,7 @@ type fsm struct {
 	members map[string]memberAttrs
 
 	applied appliedIndex
+	metrics fsmMetrics
 }
 
 // applyResult is what Apply returns for a command; raft hands it to the
@@ -53,7 +54,7 @@ type applyResult struct {
 }
 
 func newFSM(log *slog.Logger, ks *keyspace, hub *watchHub, l *lessor) *fsm {
-	f := &fsm{log: log, ks: ks, hub: hub, l: l, leases: newLeaseTable()}
+	f := &fsm{log: log, ks: ks, hub: hub, l: l, leases: newLeaseTable(), metrics: newFSMMetrics()}
 	f.applied.init()
 	return f
 }
@@ -66,12 +67,14 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	var pub []revEvents
+	var commands uint64
 	f.mu.Lock()
 	f.ks.mu.Lock()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue // configuration entries: nothing to apply here
 		}
+		commands++
 		before := f.ks.rev
 		out[i] = f.applyCommand(l)
 		if f.ks.rev > before {
@@ -81,7 +84,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	f.ks.mu.Unlock()
+	f.metrics.leases.Store(int64(len(f.leases.m)))
 	f.mu.Unlock()
+	f.metrics.applied.Add(commands)
 	f.hub.publish(pub)
 	if n := len(logs); n > 0 {
 		f.applied.set(logs[n-1].Index)
@@ -167,9 +172,10 @@ func (f *fsm) applyCommand(l *raft.Log) (res *applyResult) {
 // Snapshot implements raft.FSM. It captures an immutable view in O(keys)
 // time; Persist serialises it while applies continue.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	start := time.Now()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{state: f.stateLocked()}, nil
+	return &fsmSnapshot{state: f.stateLocked(), start: start, took: f.metrics.snapSave}, nil
 }
 
 // stateLocked captures keyspace and leases. Called with f.mu held.
@@ -201,6 +207,7 @@ func (f *fsm) memberAttrs(id string) (memberAttrs, bool) {
 // Restore implements raft.FSM: it replaces the whole state with a
 // snapshot, after verifying it completely.
 func (f *fsm) Restore(rc io.ReadCloser) error {
+	start := time.Now()
 	defer rc.Close()
 	st, err := readSnapshot(rc)
 	if err != nil {
@@ -210,6 +217,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if i, ok := restoredIndex(rc); ok {
 		f.applied.reset(i)
 	}
+	f.metrics.snapRestore.observe(time.Since(start))
 	return nil
 }
 
@@ -253,19 +261,31 @@ func (f *fsm) install(st *snapState) {
 	f.ks.replaceWith(nks)
 	f.members = members
 	f.leases = leases
+	f.metrics.leases.Store(int64(len(leases.m)))
 	f.l.reset(leases)
 	f.mu.Unlock()
 	f.hub.reset()
 }
 
-type fsmSnapshot struct{ state *snapState }
+// fsmSnapshot is a captured state on its way to disk. start is when
+// Snapshot began capturing it; a successful Persist records the time since
+// in took.
+type fsmSnapshot struct {
+	state *snapState
+	start time.Time
+	took  *histogram
+}
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := writeSnapshot(sink, s.state); err != nil {
 		sink.Cancel()
 		return err
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.took.observe(time.Since(s.start))
+	return nil
 }
 
 func (s *fsmSnapshot) Release() {}

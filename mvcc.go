@@ -94,6 +94,7 @@ type keyspace struct {
 	index      *btree.BTreeG[*keyHist]
 	events     []revEvents // ascending by rev; only revisions >= compactRev
 	size       int64       // approximate bytes held, for Status
+	live       int64       // keys whose latest version is not a deletion
 }
 
 func newKeyspace() *keyspace {
@@ -123,6 +124,13 @@ func (ks *keyspace) Size() int64 {
 	ks.mu.RLock()
 	defer ks.mu.RUnlock()
 	return ks.size
+}
+
+// Stats returns the number of live keys and the approximate size.
+func (ks *keyspace) Stats() (keys, size int64) {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.live, ks.size
 }
 
 func versionSize(key string, v *version) int64 { return int64(len(key)+len(v.value)) + 48 }
@@ -332,6 +340,16 @@ func (ks *keyspace) applyTxn(req *wire.TxnRequest, leases leaseChecker) (*TxnRes
 	if x.changed {
 		ks.rev = x.rev
 		ks.events = append(ks.events, revEvents{rev: x.rev, events: x.events})
+		// Every put event of version 1 makes a key live and every delete
+		// event ends one, whatever else the transaction did to that key.
+		for i := range x.events {
+			switch ev := &x.events[i]; {
+			case ev.Type == EventDelete:
+				ks.live--
+			case ev.KV.Version == 1:
+				ks.live++
+			}
+		}
 	}
 	setTxnRevision(resp, ks.rev)
 	return resp, x.events, nil
@@ -715,6 +733,9 @@ func keyspaceFromView(v *ksView) *keyspace {
 		h := &keyHist{key: v.keys[i].key, vs: v.keys[i].vs}
 		ks.keys[h.key] = h
 		ks.index.ReplaceOrInsert(h)
+		if h.latest() != nil {
+			ks.live++
+		}
 		for j := range h.vs {
 			ver := &h.vs[j]
 			ks.size += versionSize(h.key, ver)
@@ -754,5 +775,5 @@ func (ks *keyspace) replaceWith(other *keyspace) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	ks.rev, ks.compactRev = other.rev, other.compactRev
-	ks.keys, ks.index, ks.events, ks.size = other.keys, other.index, other.events, other.size
+	ks.keys, ks.index, ks.events, ks.size, ks.live = other.keys, other.index, other.events, other.size, other.live
 }

@@ -215,11 +215,15 @@ type Options struct {
 	// logSegmentSize is the size of new raft log segment files
 	// (internal/raftlog); 0 is raftlog's default. Tests make it small.
 	logSegmentSize int64
+
+	// onLogSync receives the duration of every raft log fdatasync
+	// (Metrics.WALFsync); set by Open on its own copy.
+	onLogSync func(time.Duration)
 }
 
 // raftLogOptions are the options of the raft log in raft-log/.
 func (o *Options) raftLogOptions() raftlog.Options {
-	return raftlog.Options{SegmentSize: o.logSegmentSize, NoSync: o.UnsafeNoFsync}
+	return raftlog.Options{SegmentSize: o.logSegmentSize, NoSync: o.UnsafeNoFsync, OnSync: o.onLogSync}
 }
 
 // Defaults, as documented on Options.

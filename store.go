@@ -40,6 +40,8 @@ type Store struct {
 	hub    *watchHub
 	lessor *lessor
 
+	metrics *storeMetrics // Metrics' counters; the FSM's are in fsm.metrics
+
 	stop chan struct{} // closed by Close: every loop and waiter ends
 	wg   sync.WaitGroup
 
@@ -120,6 +122,8 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	if err != nil {
 		return nil, err
 	}
+	sm := newStoreMetrics()
+	o.onLogSync = sm.walFsync.observe
 	logs, stable, latestConf, err := openRaftState(dir, m, snap, &o)
 	if err != nil {
 		return nil, err
@@ -177,6 +181,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		addr:     string(addr),
 		ks:       ks,
 		lessor:   newLessor(),
+		metrics:  sm,
 		stop:     make(chan struct{}),
 		readyCh:  make(chan struct{}),
 		readKick: make(chan struct{}, 1),
@@ -245,6 +250,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		return nil, err
 	}
 	s.raft = r
+	r.RegisterObserver(sm.leaderObserver())
 	s.hub.reset() // the snapshot restore may have moved the revision
 	if peer != nil {
 		peer.start(s.serveRequest)
@@ -730,12 +736,13 @@ func (s *Store) raftError(err error) error {
 // backoff within ctx, while the command provably did not enter the log (no
 // leader yet, a leader that stepped down before proposing, a peer that
 // could not be reached), and reports ErrUnknownOutcome when it may have.
-func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, error) {
+//
+// Every proposal that gets past the argument checks counts in Metrics:
+// pending while it runs, then committed (res is set: the command is in the
+// log) or failed.
+func (s *Store) propose(ctx context.Context, cmd *wire.Command) (res *applyResult, err error) {
 	if s.isClosed() {
 		return nil, ErrClosed
-	}
-	if err := s.disk.refuse(cmd.Type); err != nil {
-		return nil, err
 	}
 	data, err := wire.EncodeCommand(cmd)
 	if err != nil {
@@ -743,6 +750,11 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, e
 	}
 	if len(data) > s.opts.MaxRequestBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrRequestTooLarge, len(data), s.opts.MaxRequestBytes)
+	}
+	s.metrics.pending.Add(1)
+	defer func() { s.metrics.proposalDone(res != nil) }()
+	if err := s.disk.refuse(cmd.Type); err != nil {
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		var (
@@ -759,6 +771,7 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (*applyResult, e
 			res, err, retry = s.applyLocal(ctx, data)
 		} else if addr, id := s.leader(); addr != "" && id != s.id && s.peer != nil {
 			res, err, retry = s.forward(ctx, addr, data)
+			s.metrics.forwarded(res, err, retry)
 		}
 		if !retry {
 			return res, err
@@ -785,7 +798,9 @@ func (s *Store) proposeAsLeader(ctx context.Context, cmd *wire.Command) (*applyR
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
+	s.metrics.pending.Add(1)
 	res, err, _ := s.applyLocal(ctx, data)
+	s.metrics.proposalDone(res != nil)
 	return res, err
 }
 
@@ -853,7 +868,8 @@ func (s *Store) applyLocal(ctx context.Context, data []byte) (res *applyResult, 
 	return nil, err, false
 }
 
-// forward sends data to the leader at addr.
+// forward sends data to the leader at addr. res is set only when the
+// command is known to be in the log (even if it failed as a command).
 func (s *Store) forward(ctx context.Context, addr string, data []byte) (res *applyResult, err error, retry bool) {
 	resp, err := s.peer.call(ctx, addr, &wire.Request{Type: wire.RPCForward, Command: data, From: s.id})
 	switch {
@@ -869,6 +885,12 @@ func (s *Store) forward(ctx context.Context, addr string, data []byte) (res *app
 	if rerr := errFromWire(resp); rerr != nil {
 		if errors.Is(rerr, ErrNotLeader) || errors.Is(rerr, ErrNoLeader) {
 			return nil, rerr, true // refused before proposing
+		}
+		if resp.Revision == 0 {
+			// The leader sets the revision only with the result of a
+			// committed command: this is a refusal (a full disk, say) or
+			// ErrUnknownOutcome, nothing known to be in the log.
+			return nil, rerr, false
 		}
 		return &applyResult{rev: resp.Revision, err: rerr}, rerr, false
 	}

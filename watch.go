@@ -119,6 +119,13 @@ func (h *watchHub) publish(batch []revEvents) {
 
 // reset is called after the keyspace was replaced by a snapshot: every
 // watcher re-reads from history (or learns it was compacted).
+// count returns the number of registered watchers.
+func (h *watchHub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.watchers)
+}
+
 func (h *watchHub) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()

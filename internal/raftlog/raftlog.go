@@ -121,6 +121,11 @@ type Options struct {
 	SegmentSize int64
 	// NoSync skips fdatasync (tests only: a crash loses writes).
 	NoSync bool
+	// OnSync, if set, is called after every successful fdatasync of a
+	// segment (one per appended batch, one per new segment) with how long
+	// it took, for a latency histogram. It runs on the append path: it
+	// must be quick and must not block. Default nil.
+	OnSync func(time.Duration)
 }
 
 // Repair describes a torn tail that Open zeroed.
@@ -937,7 +942,15 @@ func (l *Log) sync(f *os.File) error {
 	if l.opts.NoSync {
 		return nil
 	}
-	return fdatasync(f)
+	if l.opts.OnSync == nil {
+		return fdatasync(f)
+	}
+	start := time.Now()
+	err := fdatasync(f)
+	if err == nil {
+		l.opts.OnSync(time.Since(start))
+	}
+	return err
 }
 
 func (l *Log) syncDir() error {
