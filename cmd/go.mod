@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/accordkv/accord v0.0.0-00010101000000-000000000000
 	github.com/accordkv/accord/etcdapi v0.0.0-00010101000000-000000000000
+	github.com/accordkv/accord/metrics v0.0.0-00010101000000-000000000000
 	github.com/anishathalye/porcupine v1.3.1
 	github.com/prometheus/client_golang v1.23.2
 	go.etcd.io/etcd/api/v3 v3.7.3
@@ -63,4 +64,5 @@ require (
 replace (
 	github.com/accordkv/accord => ../
 	github.com/accordkv/accord/etcdapi => ../etcdapi
+	github.com/accordkv/accord/metrics => ../metrics
 )

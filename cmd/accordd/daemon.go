@@ -181,7 +181,11 @@ func serve(s *settings, warnings []string, stderr io.Writer) int {
 // servers.
 func (d *daemon) startServers(clientLns, metricsLns []net.Listener) error {
 	peerScheme := d.s.advertisePeer.Scheme
-	metrics := newMetricsMux(d.store, false, d.s.pprof)
+	metricsHandler, err := newMetricsHandler(d.store)
+	if err != nil {
+		return err
+	}
+	metrics := newMetricsMux(metricsHandler, d.store, false, d.s.pprof)
 	var plain, secure *etcdapi.Server
 	for i, ln := range clientLns {
 		u := d.s.listenClient[i]
@@ -217,7 +221,7 @@ func (d *daemon) startServers(clientLns, metricsLns []net.Listener) error {
 		if u.Scheme == "https" {
 			ln = tls.NewListener(ln, d.s.clientTLS)
 		}
-		hs := &http.Server{Handler: newMetricsMux(d.store, true, d.s.pprof), ReadHeaderTimeout: 10 * time.Second}
+		hs := &http.Server{Handler: newMetricsMux(metricsHandler, d.store, true, d.s.pprof), ReadHeaderTimeout: 10 * time.Second}
 		d.metrics = append(d.metrics, hs)
 		d.wg.Go(func() {
 			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

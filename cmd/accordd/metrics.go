@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -14,21 +15,25 @@ import (
 
 	"github.com/accordkv/accord"
 	"github.com/accordkv/accord/etcdapi"
+	accordmetrics "github.com/accordkv/accord/metrics"
 )
 
 // Metrics are registered on a registry of accordd's own (never the global
 // one) and served in the Prometheus text format at /metrics on the client
-// URLs and on --listen-metrics-urls. Where etcd has a metric with the same
-// meaning, accordd uses etcd's name, so that existing etcd dashboards and
-// alerts (etcd_server_has_leader above all) keep working; the rest are
-// accord_*. The store's gauges are read from Store.Status at scrape time.
+// URLs and on --listen-metrics-urls. They are the library's accord_*
+// metrics (package github.com/accordkv/accord/metrics: raft, proposals,
+// forwarding, snapshot and WAL fsync histograms, keys, watchers, leases,
+// gossip), and beside them the gauges below under etcd's names where etcd
+// has a metric with the same meaning, so that existing etcd dashboards and
+// alerts (etcd_server_has_leader above all) keep working. Those are read
+// from Store.Status at scrape time.
 
 // statusCollector exposes a Store's Status as gauges.
 type statusCollector struct {
 	store *accord.Store
 
 	hasLeader, isLeader, isLearner      *prometheus.Desc
-	committed, applied, term            *prometheus.Desc
+	committed, applied                  *prometheus.Desc
 	revision, compactRevision, dbSize   *prometheus.Desc
 	serverVersion, clusterVersion, info *prometheus.Desc
 }
@@ -44,7 +49,6 @@ func newStatusCollector(s *accord.Store) *statusCollector {
 		isLearner:       d("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise."),
 		committed:       d("etcd_server_proposals_committed_total", "The total number of consensus proposals committed (raft commit index)."),
 		applied:         d("etcd_server_proposals_applied_total", "The total number of consensus proposals applied (raft applied index)."),
-		term:            d("accord_raft_term", "The raft term this member knows."),
 		revision:        d("etcd_debugging_mvcc_current_revision", "The current revision of the store."),
 		compactRevision: d("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in the store."),
 		dbSize:          d("etcd_mvcc_db_total_size_in_bytes", "Approximate size of the keyspace in bytes (accord keeps it in memory)."),
@@ -55,7 +59,7 @@ func newStatusCollector(s *accord.Store) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.hasLeader, c.isLeader, c.isLearner, c.committed, c.applied, c.term,
+	for _, d := range []*prometheus.Desc{c.hasLeader, c.isLeader, c.isLearner, c.committed, c.applied,
 		c.revision, c.compactRevision, c.dbSize, c.serverVersion, c.clusterVersion, c.info} {
 		ch <- d
 	}
@@ -85,7 +89,6 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.isLearner, b(st.IsLearner))
 	gauge(c.committed, float64(st.CommitIndex))
 	gauge(c.applied, float64(st.AppliedIndex))
-	gauge(c.term, float64(st.Term))
 	gauge(c.revision, float64(st.Revision))
 	gauge(c.compactRevision, float64(st.CompactRevision))
 	gauge(c.dbSize, float64(st.DBSize))
@@ -95,24 +98,33 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.info, 1, memberIDHex(st.ID), st.ID, st.Name, st.Version)
 }
 
-// newMetricsHandler returns the /metrics handler for store, with the Go
-// runtime and process collectors beside the store's gauges.
-func newMetricsHandler(store *accord.Store) http.Handler {
+// newMetricsHandler returns the /metrics handler for store: accord's
+// metrics, the etcd-named gauges, and the Go runtime and process
+// collectors, on one registry of its own.
+func newMetricsHandler(store *accord.Store) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newStatusCollector(store),
-	)
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	if _, err := accordmetrics.Register(reg, store, nil); err != nil {
+		return nil, err
+	}
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
 }
 
-// newMetricsMux serves /metrics, for --listen-metrics-urls /health as etcd
-// answers it (the client URLs get /health from etcdapi), and with
-// --enable-pprof Go's profiles at /debug/pprof/, as etcd does.
-func newMetricsMux(store *accord.Store, withHealth, withPprof bool) *http.ServeMux {
+// newMetricsMux serves metrics (from newMetricsHandler) at /metrics, for
+// --listen-metrics-urls /health as etcd answers it (the client URLs get
+// /health from etcdapi), and with --enable-pprof Go's profiles at
+// /debug/pprof/, as etcd does.
+func newMetricsMux(metrics http.Handler, store *accord.Store, withHealth, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", newMetricsHandler(store))
+	mux.Handle("/metrics", metrics)
 	if withHealth {
 		mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) { serveHealth(store, w, r) })
 	}

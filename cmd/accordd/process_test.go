@@ -57,8 +57,13 @@ func TestSystemdNotify(t *testing.T) {
 			if out := mustCtl(t, "127.0.0.1:"+client, "put", "k", "v"); out != "OK\n" {
 				t.Errorf("put printed %q", out)
 			}
-			// The metrics URL serves /metrics and /health.
-			for path, want := range map[string]string{"/health": `{"health":"true","reason":""}`, "/metrics": "etcd_debugging_mvcc_current_revision 2\n"} {
+			// The metrics URL serves /metrics (etcd's names and accord's) and /health.
+			for _, c := range []struct{ path, want string }{
+				{"/health", `{"health":"true","reason":""}`},
+				{"/metrics", "etcd_debugging_mvcc_current_revision 2\n"},
+				{"/metrics", "accord_keys 1\n"},
+			} {
+				path, want := c.path, c.want
 				resp, err := http.Get("http://127.0.0.1:" + metrics + path)
 				if err != nil {
 					t.Fatal(err)
