@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +74,25 @@ type Options struct {
 	// HTTPHandler, if set, serves HTTP/1 requests whose path the etcd API
 	// does not own (for example /metrics). Default nil: 404.
 	HTTPHandler http.Handler
+
+	// UnaryInterceptors and StreamInterceptors wrap every gRPC call, in
+	// order (the first is outermost), after etcdapi's own (it has none
+	// today): for tracing, metrics or logging, e.g. OpenTelemetry's
+	// otelgrpc (see examples/tracing). The HTTP/JSON gateway calls the
+	// gRPC server in-process, so its requests pass through them too.
+	// Default none.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+
+	// GRPCServerOptions are passed to grpc.NewServer after etcdapi's own
+	// (message size limits from MaxRequestBytes, keepalive policy), so
+	// where both set the same thing these win. Meant for server-wide hooks
+	// such as a stats handler (otelgrpc.NewServerHandler). Give
+	// interceptors in the two fields above rather than as
+	// grpc.UnaryInterceptor or grpc.StreamInterceptor here, which gRPC
+	// would run before etcdapi's own. Do not pass grpc.Creds: TLS is
+	// Options.TLS, terminated before gRPC. Default none.
+	GRPCServerOptions []grpc.ServerOption
 }
 
 // Defaults, as etcd has them.
@@ -148,12 +168,35 @@ func (srv *Server) trackConn(c net.Conn) *trackedConn {
 	return tc
 }
 
+// checkNotNil refuses a nil interceptor or server option, which gRPC would
+// only trip over (with a panic) at the first call.
+func checkNotNil(o *Options) error {
+	for i, f := range o.UnaryInterceptors {
+		if f == nil {
+			return fmt.Errorf("etcdapi: UnaryInterceptors[%d] is nil", i)
+		}
+	}
+	for i, f := range o.StreamInterceptors {
+		if f == nil {
+			return fmt.Errorf("etcdapi: StreamInterceptors[%d] is nil", i)
+		}
+	}
+	if i := slices.Index(o.GRPCServerOptions, nil); i >= 0 {
+		return fmt.Errorf("etcdapi: GRPCServerOptions[%d] is nil", i)
+	}
+	return nil
+}
+
 // New returns a Server for s. It does not listen: call Serve.
 func New(s *accord.Store, opts *Options) (*Server, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
+	// The caller may reuse its slices: New keeps copies.
+	o.UnaryInterceptors = slices.Clone(o.UnaryInterceptors)
+	o.StreamInterceptors = slices.Clone(o.StreamInterceptors)
+	o.GRPCServerOptions = slices.Clone(o.GRPCServerOptions)
 	if o.PeerURLScheme == "" {
 		o.PeerURLScheme = "http"
 	}
@@ -165,6 +208,9 @@ func New(s *accord.Store, opts *Options) (*Server, error) {
 	}
 	if o.MaxRequestBytes < 0 {
 		return nil, fmt.Errorf("etcdapi: MaxRequestBytes %d is negative", o.MaxRequestBytes)
+	}
+	if err := checkNotNil(&o); err != nil {
+		return nil, err
 	}
 	log := o.Logger
 	if log == nil {
@@ -182,14 +228,23 @@ func New(s *accord.Store, opts *Options) (*Server, error) {
 		tlsConns:  newConnListener(),
 		inner:     newConnListener(),
 	}
-	srv.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(o.MaxRequestBytes+grpcOverheadBytes),
+	grpcOpts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(o.MaxRequestBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(maxSendBytes),
-		grpc.MaxConcurrentStreams(1<<20),
-		grpc.ConnectionTimeout(10*time.Second), // a client that never finishes its handshake
+		grpc.MaxConcurrentStreams(1 << 20),
+		grpc.ConnectionTimeout(10 * time.Second), // a client that never finishes its handshake
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
-	)
+	}
+	// etcdapi's own interceptors, when it has some, go first in these
+	// chains: the caller's see what etcdapi lets through.
+	if len(o.UnaryInterceptors) > 0 {
+		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(o.UnaryInterceptors...))
+	}
+	if len(o.StreamInterceptors) > 0 {
+		grpcOpts = append(grpcOpts, grpc.ChainStreamInterceptor(o.StreamInterceptors...))
+	}
+	srv.grpc = grpc.NewServer(append(grpcOpts, o.GRPCServerOptions...)...)
 	pb.RegisterKVServer(srv.grpc, &kvServer{srv: srv})
 	pb.RegisterWatchServer(srv.grpc, &watchServer{srv: srv})
 	pb.RegisterLeaseServer(srv.grpc, &leaseServer{srv: srv})
