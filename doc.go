@@ -222,4 +222,16 @@
 // Package github.com/accordkv/accord/discovery registers service instances
 // under a prefix with leases kept alive in the background, and resolves
 // them into a live list that says when it is stale (no quorum).
+//
+// # Monitoring
+//
+// Status reports this member's view of the cluster; Metrics returns its
+// counters and gauges (raft indexes and leadership, proposals, forwarded
+// writes, snapshot and WAL fsync latency histograms, keys, watchers,
+// leases, gossip members) as a plain struct, recorded with atomics on the
+// write path. The library imports no metrics library and registers
+// nothing anywhere; it never sets go-metrics' global sink, through which
+// raft, serf and memberlist emit (that global stays the embedding
+// service's). Module github.com/accordkv/accord/metrics puts Metrics on a
+// prometheus.Registerer the caller passes.
 package accord
