@@ -614,10 +614,17 @@ func TestClusterMoreRestartAfterInstallSnapshot(t *testing.T) {
 	victim.restart(false)
 	c.waitConverged()
 	vs := victim.store()
-	snapIdx, _ := strconv.ParseUint(vs.raft.Stats()["last_snapshot_index"], 10, 64)
-	if snapIdx <= before {
-		t.Fatalf("victim's last snapshot index %d: it was not sent the leader's snapshot", snapIdx)
-	}
+	// raft records the installed snapshot only after the FSM's Restore has
+	// returned, and that already moved the applied index waitConverged
+	// watches: poll.
+	var snapIdx uint64
+	eventually(t, 10*time.Second, "the victim records the leader's snapshot", func() error {
+		snapIdx, _ = strconv.ParseUint(vs.raft.Stats()["last_snapshot_index"], 10, 64)
+		if snapIdx <= before {
+			return fmt.Errorf("last snapshot index %d: it was not sent the leader's snapshot", snapIdx)
+		}
+		return nil
+	})
 	if a := vs.fsm.applied.load(); a < snapIdx {
 		t.Fatalf("applied index %d after installing the snapshot at %d", a, snapIdx)
 	}
