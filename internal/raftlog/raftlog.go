@@ -12,14 +12,20 @@
 //
 // A directory of segment files named by the index of their first entry
 // (%020d.wal). Each segment is created at its full size (Options.SegmentSize,
-// or larger for one entry that needs it) as a sparse file, so that
+// or larger for one batch that needs it) as a sparse file, so that
 // everything after the last entry reads as zeros. It starts with a 40-byte
 // header (magic, version, first index, file size, CRC-32C) followed by
 // records:
 //
 //	u32 length of payload, u32 CRC-32C of the payload as stored, payload
 //	payload: u64 index, u64 term, u8 type, i64 appended-at (unix ns),
-//	         u32 length of extensions, extensions, data
+//	         u32 length of extensions, u32 batch, extensions, data
+//
+// A batch is the entries of one StoreLogs call: one write, one fdatasync,
+// the unit that a crash can tear. The batch field is the entry's position
+// in its batch (0 for the first) in its low 31 bits, with bit 31 set on the
+// batch's last entry. A batch is never split across segments: one that
+// does not fit in the rest of the newest segment starts a new one.
 //
 // The payload is stored masked: XORed with a fixed keystream (Mask), byte
 // i of the payload with byte i mod 4096 of the keystream. A value full of
@@ -32,28 +38,76 @@
 // never an overlap.
 //
 // A small file, newest, records the first index of the newest segment
-// (or 0 for none). It is rewritten (atomically, synced) only when that
-// changes: a segment is created, or the newest one removed. A directory
-// whose newest segment is gone, or emptied of segments, is refused: the
-// entries in it may have been acknowledged.
+// (or 0 for none), and where the newest segment was last cut:
+//
+//	u64 first index of the newest segment, u64 cut, u32 flags, u32 CRC-32C
+//
+// cut, when not below that first index, is the last entry of the newest
+// segment that a suffix delete kept (or the segment's last entry when a
+// delete removed the segments after it): a batch ends there, and every
+// entry up to it was synced. Flag 1 (deleting) says that the suffix delete
+// has not finished: every byte of the segment after that entry belongs to
+// deleted entries. The file is rewritten (atomically, synced) when one of
+// these changes: a segment is created, the newest one removed, a suffix
+// delete starts and ends. A directory whose newest segment is gone, or
+// emptied of segments, is refused: the entries in it may have been
+// acknowledged.
+//
+// # Versions
+//
+// Segment format version 2 (this one) added the batch field. Segments of
+// version 1 (payload without it, newest file of 12 bytes: first index and
+// CRC-32C) are read as they are, and keep the rule they were written under
+// (below); new batches never go into one: the first write to a log whose
+// newest segment is of version 1 starts a new segment.
 //
 // # Damage
 //
-// Open reads every record and checks its CRC and index. A bad record is
-// damage (a *CorruptError) unless it is the torn tail of the newest
-// segment: a write cut short by a crash, recognised as etcd's WAL does by a
-// 512-byte sector of the record that is all zeros, a sector that never
-// reached the disk (a stored payload, being masked, has none of its own),
-// and by no prefix of it matching the record's CRC (a damaged length field
-// takes in the zeros after the record, but the record itself is whole). A
-// torn tail was never synced, so never acknowledged; Open zeroes it and
-// reports it (Repaired). Anything else (a flipped byte, a record claiming
-// the wrong index, a damaged header, a segment shorter or longer than it
+// Open reads every record and checks its CRC, index and batch position. A
+// bad record is damage (a *CorruptError naming the segment and offset;
+// Open then changes nothing in the directory) unless it is part of the
+// torn last batch of the newest segment.
+//
+// A crash can tear only the last batch written: each batch is synced
+// before the next is written, and bytes that a failed write (say, on a full
+// disk) left behind are zeroed before anything else is written. The last
+// batch of the newest segment (after its cut) is torn when
+//
+//   - its last entry never reached the disk: the records end, zeros
+//     follow, and no record carries the batch's end bit; or
+//   - one of its records is torn: a 512-byte sector of it (split at sector
+//     boundaries of the file) is all zeros, a sector that never reached the
+//     disk (a stored payload, being masked, has none of its own), as etcd's
+//     WAL recognises a torn write, and no prefix of it matches the
+//     record's CRC (a damaged length field takes in the zeros after the
+//     record, but the record itself is whole);
+//
+// and no valid record of another batch follows it in the segment: Open
+// looks for one at every offset after the damage. A torn batch was never
+// synced, so never acknowledged: Open zeroes all of it, its whole records
+// too, never keeping a prefix of it, and reports it (Repaired). Damage
+// followed by any valid record of a later batch is refused: that batch was
+// written after the damaged one was synced and acknowledged. So is
+// anything else (a flipped byte, a record claiming the wrong index or
+// batch position, a damaged header, a segment shorter or longer than it
 // was created, data after the end of a sealed segment, overlapping
-// segments, a missing newest segment) is refused. As with etcd's WAL, a
-// sector of the newest segment zeroed by damage rather than by a crash
-// cannot be told from a torn write; Open drops that record and the rest of
-// the segment, and says so.
+// segments, a missing newest segment, a newest segment without the entries
+// up to its cut). As with etcd's WAL, a sector of the last batch zeroed by
+// damage rather than by a crash cannot be told from a torn write; Open
+// drops that batch, and says so.
+//
+// A suffix delete (raft's conflicting entries) zeroes the tail of the
+// segment it cuts in place. It sets the deleting flag first and clears it
+// once the zeros are synced, so that what a crash leaves halfway (zeroed
+// sectors between deleted records, which would read as damage followed by
+// later batches) is known for deleted entries: Open finishes the delete.
+// A delete may end a batch before its last entry; a later batch starts at
+// position 0, which ends the one before, and cut ends the last one.
+//
+// A version-1 newest segment has no batches: its first torn record (as
+// above) and everything after it are cut, valid records after it or not,
+// as that version did. It applies only to a log that crashed under the
+// version that wrote it.
 package raftlog
 
 import (
@@ -64,6 +118,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -83,17 +138,27 @@ const (
 
 	headerSize    = 40
 	recHeaderSize = 8
-	payloadFixed  = 8 + 8 + 1 + 8 + 4
-	maskSize      = 4096
-	segmentExt    = ".wal"
-	tmpExt        = ".tmp"
-	newestName    = "newest"
-	newestSize    = 12 // u64 first index, u32 CRC-32C
-	sectorSize    = 512
+	// payloadFixed is the size of a payload's fixed fields (index, term,
+	// type, appended-at, extensions length, batch); version 1 had no batch.
+	payloadFixed   = 8 + 8 + 1 + 8 + 4 + 4
+	payloadFixedV1 = payloadFixed - 4
+	maskSize       = 4096
+	segmentExt     = ".wal"
+	tmpExt         = ".tmp"
+	newestName     = "newest"
+	newestSize     = 24 // u64 first index, u64 cut, u32 flags, u32 CRC-32C
+	newestSizeV1   = 12 // u64 first index, u32 CRC-32C
+	newestDeleting = 1  // flag: the suffix delete after cut has not finished
+	sectorSize     = 512
 	// maxRecord bounds a record's length field when reading, so that a
 	// damaged length cannot make Open allocate gigabytes.
 	maxRecord = 1 << 30
-	version   = 1
+	// batchEnd marks the last entry of a batch in a record's batch field;
+	// the bits below it are the entry's position in its batch.
+	batchEnd = 1 << 31
+	version  = 2
+	// versionNoBatch is the segment format before batches were marked.
+	versionNoBatch = 1
 )
 
 var magic = [8]byte{'a', 'c', 'c', 'r', 'd', 'l', 'o', 'g'}
@@ -128,17 +193,24 @@ type Options struct {
 	OnSync func(time.Duration)
 }
 
-// Repair describes a torn tail that Open zeroed.
+// Repair describes what Open zeroed at the end of the newest segment.
 type Repair struct {
 	Path   string
-	Offset int64 // where the torn record started
+	Offset int64 // where the zeroed bytes start: the torn batch, or the first deleted entry
 	Bytes  int64 // how many bytes from there were zeroed
+	// Entries is how many whole, valid records of the torn batch were
+	// among them (never acknowledged: the batch was not).
+	Entries int
+	// Deleted: the bytes were entries that a suffix delete was removing
+	// when the process stopped, not a torn write. Open finished the delete.
+	Deleted bool
 }
 
 type segment struct {
 	first   uint64
 	path    string
 	f       *os.File
+	version uint32
 	size    int64   // file size
 	offsets []int64 // offsets[i] is the record of index first+i
 	end     int64   // end of the last record
@@ -146,6 +218,14 @@ type segment struct {
 }
 
 func (s *segment) last() uint64 { return s.first + uint64(len(s.offsets)) - 1 }
+
+// fixed is the size of the fixed fields of s's payloads.
+func (s *segment) fixed() int64 {
+	if s.version == versionNoBatch {
+		return payloadFixedV1
+	}
+	return payloadFixed
+}
 
 // Log is a raft.LogStore. Its methods are safe for concurrent use: raft
 // appends from its main goroutine, reads from replication goroutines and
@@ -155,6 +235,13 @@ type Log struct {
 	opts Options
 
 	wmu sync.Mutex // serialises writers (StoreLogs, DeleteRange, Close)
+	// Guarded by wmu (and Open): what the newest file says besides the
+	// newest segment.
+	cut uint64 // last entry of the newest segment a suffix delete kept
+	// deleting: a suffix delete after cut is under way (the newest
+	// segment's bytes after its last record are to be zeroed); the newest
+	// file says so when deletingOnDisk.
+	deleting, deletingOnDisk bool
 
 	mu     sync.RWMutex // guards the fields below; held briefly
 	segs   []*segment   // ordered by first index
@@ -169,7 +256,11 @@ var _ raft.LogStore = (*Log)(nil)
 // ErrClosed is returned by a Log after Close.
 var ErrClosed = errors.New("raftlog: closed")
 
-// Open opens or creates the log in dir.
+// Open opens or creates the log in dir. It refuses damage with a
+// *CorruptError and then changes nothing in dir; the only changes it makes
+// to a log it accepts are cutting a torn last batch, finishing a suffix
+// delete that a crash interrupted (both reported by Repaired), and removing
+// leftovers of a segment creation that did not finish.
 func Open(dir string, o Options) (*Log, error) {
 	if o.SegmentSize <= 0 {
 		o.SegmentSize = DefaultSegmentSize
@@ -207,8 +298,33 @@ func Open(dir string, o Options) (*Log, error) {
 		l.segs = append(l.segs, &segment{first: first, path: path})
 	}
 	sort.Slice(l.segs, func(i, j int) bool { return l.segs[i].first < l.segs[j].first })
+	newestPath := filepath.Join(dir, newestName)
+	nw, err := readNewest(newestPath)
+	noNewest := errors.Is(err, os.ErrNotExist)
+	if err != nil && !noNewest {
+		return nil, err
+	}
+	n := len(l.segs)
+	if nw.first > 0 && (n == 0 || l.segs[n-1].first < nw.first) {
+		return nil, &CorruptError{Path: filepath.Join(dir, fmt.Sprintf("%020d%s", nw.first, segmentExt)), Offset: -1, Reason: "the newest segment is missing"}
+	}
+	// The cut applies to the segment the record names. A newer one can be
+	// there (a crash between its creation and the record's update), never
+	// while a delete in the named one is under way: nothing is created
+	// before the delete is over.
+	if n > 0 && l.segs[n-1].first == nw.first {
+		l.cut, l.deleting, l.deletingOnDisk = nw.cut, nw.deleting, nw.deleting
+	} else if nw.deleting {
+		return nil, &CorruptError{Path: newestPath, Offset: -1, Reason: fmt.Sprintf("a suffix delete in segment %d is under way, but a newer segment exists", nw.first)}
+	}
 	for i, s := range l.segs {
-		if err := l.load(s, i == len(l.segs)-1); err != nil {
+		var err error
+		if i == n-1 {
+			err = l.loadNewest(s)
+		} else {
+			err = l.load(s)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if i > 0 {
@@ -221,19 +337,10 @@ func Open(dir string, o Options) (*Log, error) {
 			}
 		}
 	}
-	newest, err := readNewest(dir)
-	noNewest := errors.Is(err, os.ErrNotExist)
-	switch {
-	case noNewest && (len(l.segs) > 1 || len(l.segs) == 1 && len(l.segs[0].offsets) > 0):
+	if noNewest && (n > 1 || n == 1 && len(l.segs[0].offsets) > 0) {
 		// Only the first segment of a new log, still empty, can be there
 		// before the record is (Open writes it for a new log).
-		return nil, &CorruptError{Path: filepath.Join(dir, newestName), Offset: -1, Reason: "missing next to segment files"}
-	case noNewest:
-	case err != nil:
-		return nil, err
-	}
-	if n := len(l.segs); newest > 0 && (n == 0 || l.segs[n-1].first < newest) {
-		return nil, &CorruptError{Path: filepath.Join(dir, fmt.Sprintf("%020d%s", newest, segmentExt)), Offset: -1, Reason: "the newest segment is missing"}
+		return nil, &CorruptError{Path: newestPath, Offset: -1, Reason: "missing next to segment files"}
 	}
 	// Changes from here on: only after every segment checked out.
 	for _, e := range entries {
@@ -243,16 +350,14 @@ func Open(dir string, o Options) (*Log, error) {
 			}
 		}
 	}
-	if n := len(l.segs); n > 0 {
+	if n > 0 {
 		s := l.segs[n-1]
-		if s.dirty > s.end {
-			l.repaired = &Repair{Path: s.path, Offset: s.end, Bytes: s.dirty - s.end}
-			if err := l.zeroTail(s); err != nil {
-				return nil, err
-			}
+		if err := l.settle(); err != nil {
+			return nil, err
 		}
 		if len(s.offsets) == 0 {
-			// Created, but the write that was to fill it never finished.
+			// Created, but the write that was to fill it never finished
+			// (or was torn).
 			if err := l.removeLast(); err != nil {
 				return nil, err
 			}
@@ -273,34 +378,62 @@ func Open(dir string, o Options) (*Log, error) {
 	return l, nil
 }
 
-// Repaired reports the torn tail Open zeroed, if any.
+// Repaired reports what Open zeroed at the end of the newest segment (a
+// torn last batch, or the rest of an interrupted suffix delete), if
+// anything.
 func (l *Log) Repaired() *Repair { return l.repaired }
 
-// load opens a segment and reads its records. For the newest segment a
-// torn tail is noted in s.dirty (zeroed later by Open); anywhere else a bad
-// record is damage.
-func (l *Log) load(s *segment, newest bool) error {
+// read opens a segment, reads it whole and checks its header.
+func (l *Log) read(s *segment) ([]byte, error) {
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.f = f
 	fi, err := f.Stat()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.size = fi.Size()
 	data := make([]byte, s.size)
 	if _, err := io.ReadFull(f, data); err != nil {
-		return &CorruptError{Path: s.path, Offset: -1, Reason: "unreadable: " + err.Error()}
+		return nil, &CorruptError{Path: s.path, Offset: -1, Reason: "unreadable: " + err.Error()}
 	}
-	if err := checkHeader(data, s.first); err != nil {
-		return &CorruptError{Path: s.path, Offset: 0, Reason: err.Error()}
+	if s.version, err = checkHeader(data, s.first); err != nil {
+		return nil, &CorruptError{Path: s.path, Offset: 0, Reason: err.Error()}
 	}
+	return data, nil
+}
+
+// scan is what parse found in a segment.
+type scan struct {
+	// stop is where the records stopped: the first one not taken, or the
+	// zero length after the last one.
+	stop int64
+	// bad says why the record at stop was not taken; "" when a zero length
+	// (or the end of the file) ended the records.
+	bad string
+	// open is the offset of the first record after the last batch that
+	// ended (records from there to stop are an open batch), and before the
+	// number of entries ahead of it.
+	open   int64
+	before int
+}
+
+// parse reads the records of s from its header on into s.offsets, up to
+// entry upTo at most, and up to the first record that is not good. A batch
+// ends at a record with the end bit, at a record that starts a batch
+// (position 0: a suffix delete cut the one before short), and at entry
+// cut. A version-1 segment has no batches: each entry is one.
+func parse(s *segment, data []byte, cut, upTo uint64) scan {
+	fixed := s.fixed()
 	off := int64(headerSize)
+	sc := scan{open: off}
+	pos := uint32(0) // position in its batch the next record should claim
 	for {
-		if off+recHeaderSize > s.size {
-			break // no room for another record
+		want := s.first + uint64(len(s.offsets))
+		if want > upTo || off+recHeaderSize > s.size {
+			break
 		}
 		n := int64(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
@@ -308,41 +441,164 @@ func (l *Log) load(s *segment, newest bool) error {
 			break
 		}
 		end := off + recHeaderSize + n
+		word := uint32(batchEnd) // version 1: each entry a batch of its own
 		bad := ""
 		switch {
-		case n < payloadFixed || n > maxRecord || end > s.size:
+		case n < fixed || n > maxRecord || end > s.size:
 			bad = fmt.Sprintf("record length %d is invalid", n)
 		case crc32.Checksum(data[off+recHeaderSize:end], castagnoli) != sum:
 			bad = "record fails its checksum"
 		default:
 			f := unmaskedFixed(data[off+recHeaderSize:])
-			want := s.first + uint64(len(s.offsets))
-			if int64(binary.BigEndian.Uint32(f[25:])) > n-payloadFixed {
+			if s.version != versionNoBatch {
+				word = binary.BigEndian.Uint32(f[29:])
+			}
+			if int64(binary.BigEndian.Uint32(f[25:])) > n-fixed {
 				bad = "record's extensions overrun its payload"
 			} else if got := binary.BigEndian.Uint64(f[:]); got != want {
 				bad = fmt.Sprintf("record claims index %d, expected %d", got, want)
+			} else if p := word &^ batchEnd; p != pos && p != 0 {
+				bad = fmt.Sprintf("record claims position %d in its batch, expected %d or 0", p, pos)
 			}
 		}
 		if bad != "" {
-			if newest && torn(data, off, min(end, s.size)) && !written(data[off+recHeaderSize:min(end, s.size)], sum) {
-				s.dirty = used(data)
-				break
-			}
-			return &CorruptError{Path: s.path, Offset: off, Reason: bad}
+			sc.stop, sc.bad = off, bad
+			return sc
+		}
+		if word&^batchEnd == 0 {
+			sc.open, sc.before = off, len(s.offsets)
 		}
 		s.offsets = append(s.offsets, off)
 		off = end
-	}
-	s.end = off
-	// After the last record the file is zeros, unless a write that never
-	// completed left bytes there (newest segment only).
-	if i := firstNonZero(data[off:]); i >= 0 {
-		if !newest {
-			return &CorruptError{Path: s.path, Offset: off + int64(i), Reason: "data after the last record"}
+		pos = word&^batchEnd + 1
+		if word&batchEnd != 0 || want == cut {
+			sc.open, sc.before, pos = off, len(s.offsets), 0
 		}
-		s.dirty = used(data)
+	}
+	sc.stop = off
+	return sc
+}
+
+// load reads a segment that is not the newest: every record must be good,
+// and zeros follow the last one. Its last batch may lack its end: a suffix
+// delete cut it short before the segment was sealed.
+func (l *Log) load(s *segment) error {
+	data, err := l.read(s)
+	if err != nil {
+		return err
+	}
+	sc := parse(s, data, 0, math.MaxUint64)
+	if sc.bad != "" {
+		return &CorruptError{Path: s.path, Offset: sc.stop, Reason: sc.bad}
+	}
+	s.end = sc.stop
+	if i := firstNonZero(data[sc.stop:]); i >= 0 {
+		return &CorruptError{Path: s.path, Offset: sc.stop + int64(i), Reason: "data after the last record"}
 	}
 	return nil
+}
+
+// loadNewest reads the newest segment. What Open is to zero (a torn last
+// batch, the rest of an interrupted suffix delete) it notes in s.dirty and
+// l.repaired; anything else that is not good is damage.
+func (l *Log) loadNewest(s *segment) error {
+	data, err := l.read(s)
+	if err != nil {
+		return err
+	}
+	cut, upTo := uint64(0), uint64(math.MaxUint64)
+	if l.cut >= s.first {
+		cut = l.cut
+	}
+	if l.deleting {
+		if cut == 0 {
+			return &CorruptError{Path: filepath.Join(l.dir, newestName), Offset: -1, Reason: fmt.Sprintf("a suffix delete after entry %d is under way in segment %d, which starts after it", l.cut, s.first)}
+		}
+		upTo = cut
+	}
+	sc := parse(s, data, cut, upTo)
+	s.end = sc.stop
+	if cut > 0 && (len(s.offsets) == 0 || s.last() < cut) {
+		reason := sc.bad
+		if reason == "" {
+			reason = "records end"
+		}
+		return &CorruptError{Path: s.path, Offset: sc.stop, Reason: fmt.Sprintf("%s before entry %d, which the newest record says was synced", reason, cut)}
+	}
+	if l.deleting {
+		// Everything after entry cut is deleted entries, zeroed or not.
+		if u := used(data); u > s.end {
+			s.dirty = u
+			l.repaired = &Repair{Path: s.path, Offset: s.end, Bytes: u - s.end, Deleted: true}
+		}
+		return nil
+	}
+	tail := firstNonZero(data[sc.stop:]) >= 0
+	if sc.bad == "" && sc.open == sc.stop && !tail {
+		return nil // every batch whole, zeros after
+	}
+	if sc.bad != "" {
+		n := int64(binary.BigEndian.Uint32(data[sc.stop:]))
+		end := min(sc.stop+recHeaderSize+n, s.size)
+		p := data[min(sc.stop+recHeaderSize, end):end]
+		if !torn(data, sc.stop, end) || written(p, binary.BigEndian.Uint32(data[sc.stop+4:]), s.fixed()) {
+			return &CorruptError{Path: s.path, Offset: sc.stop, Reason: sc.bad}
+		}
+	}
+	b := s.first + uint64(sc.before) // the first entry of the last batch
+	if tail && s.version != versionNoBatch {
+		if off, index, ok := laterRecord(data, s, sc.stop+1, b); ok {
+			what := sc.bad
+			if what == "" {
+				what = "records stop (zero length)"
+			}
+			return &CorruptError{Path: s.path, Offset: sc.stop, Reason: fmt.Sprintf("%s, and a valid record of a later batch follows (entry %d at offset %d): damage, not a torn write", what, index, off)}
+		}
+	}
+	// The last batch is torn: all of it goes.
+	s.dirty = max(used(data), sc.stop)
+	l.repaired = &Repair{Path: s.path, Offset: sc.open, Bytes: s.dirty - sc.open, Entries: len(s.offsets) - sc.before}
+	s.offsets = s.offsets[:sc.before]
+	s.end = sc.open
+	return nil
+}
+
+// laterRecord looks at every offset of data from from on (up to its last
+// byte that is not zero) for a whole record with a good checksum, an index
+// that can be in s, and fields that decode, that is not of the batch whose
+// first entry is b. It returns the first one's offset and index.
+func laterRecord(data []byte, s *segment, from int64, b uint64) (int64, uint64, bool) {
+	to := used(data)
+	maxIndex := s.first + uint64(s.size/(recHeaderSize+payloadFixed))
+	for off := from; off < to && off+recHeaderSize+payloadFixed <= s.size; off++ {
+		n := int64(binary.BigEndian.Uint32(data[off:]))
+		if n == 0 {
+			// A record's length has at most 3 zero bytes ahead of its
+			// first non-zero one: skip runs of zeros.
+			i := firstNonZero(data[off:to])
+			if i < 0 {
+				break
+			}
+			off = max(off, off+int64(i)-4)
+			continue
+		}
+		if n < payloadFixed || n > maxRecord || off+recHeaderSize+n > s.size {
+			continue
+		}
+		p := data[off+recHeaderSize : off+recHeaderSize+n]
+		f := unmaskedFixed(p)
+		index := binary.BigEndian.Uint64(f[:])
+		if index < s.first || index > maxIndex || int64(binary.BigEndian.Uint32(f[25:])) > n-payloadFixed {
+			continue
+		}
+		if crc32.Checksum(p, castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
+			continue
+		}
+		if pos := uint64(binary.BigEndian.Uint32(f[29:]) &^ batchEnd); index-pos != b {
+			return off, index, true
+		}
+	}
+	return 0, 0, false
 }
 
 // torn reports whether the record in data[off:end] was cut short by a
@@ -377,17 +633,17 @@ func firstNonZero(b []byte) int {
 	return -1
 }
 
-// written reports whether some prefix of p at least payloadFixed long
+// written reports whether some prefix of p at least fixed bytes long
 // has the checksum sum: the record reached the disk whole and what is
 // wrong is its length field (which made its extent take in the zeros
 // after it) or its contents, not a torn write, which leaves no bytes that
 // match their checksum.
-func written(p []byte, sum uint32) bool {
-	if len(p) < payloadFixed {
+func written(p []byte, sum uint32, fixed int64) bool {
+	if int64(len(p)) < fixed {
 		return false
 	}
-	c := crc32.Update(0, castagnoli, p[:payloadFixed-1])
-	for i := payloadFixed - 1; i < len(p); i++ {
+	c := crc32.Update(0, castagnoli, p[:fixed-1])
+	for i := fixed - 1; i < int64(len(p)); i++ {
 		if c = crc32.Update(c, castagnoli, p[i:i+1]); c == sum {
 			return true
 		}
@@ -438,32 +694,38 @@ func header(first uint64, size int64) []byte {
 }
 
 // checkHeader checks a segment's header against its name and its size on
-// disk: a segment never changes size, so a shorter one lost entries.
-func checkHeader(data []byte, first uint64) error {
+// disk (a segment never changes size, so a shorter one lost entries), and
+// returns its format version.
+func checkHeader(data []byte, first uint64) (uint32, error) {
 	if len(data) < headerSize {
-		return errors.New("segment is shorter than its header")
+		return 0, errors.New("segment is shorter than its header")
 	}
 	if !bytes.Equal(data[:8], magic[:]) {
-		return errors.New("not a raft log segment")
+		return 0, errors.New("not a raft log segment")
 	}
 	if crc32.Checksum(data[:32], castagnoli) != binary.BigEndian.Uint32(data[32:]) {
-		return errors.New("segment header fails its checksum")
+		return 0, errors.New("segment header fails its checksum")
 	}
-	if v := binary.BigEndian.Uint32(data[8:]); v != version {
-		return fmt.Errorf("segment format version %d is not supported", v)
+	v := binary.BigEndian.Uint32(data[8:])
+	if v != version && v != versionNoBatch {
+		return 0, fmt.Errorf("segment format version %d is not supported", v)
 	}
 	if got := binary.BigEndian.Uint64(data[16:]); got != first {
-		return fmt.Errorf("segment header says first index %d, its name %d", got, first)
+		return 0, fmt.Errorf("segment header says first index %d, its name %d", got, first)
 	}
 	if size := binary.BigEndian.Uint64(data[24:]); size != uint64(len(data)) {
-		return fmt.Errorf("segment is %d bytes but was created with %d (truncated or extended)", len(data), size)
+		return 0, fmt.Errorf("segment is %d bytes but was created with %d (truncated or extended)", len(data), size)
 	}
-	return nil
+	return v, nil
 }
 
-// AppendRecord appends e to b as a segment record (length, CRC-32C,
-// payload), exactly as StoreLogs writes it.
-func AppendRecord(b []byte, e *raft.Log) []byte {
+// AppendRecord appends e to b as the segment record of a batch of its own
+// (length, CRC-32C, payload), exactly as StoreLogs writes a batch of one.
+func AppendRecord(b []byte, e *raft.Log) []byte { return appendRecord(b, e, batchEnd) }
+
+// appendRecord appends e to b as a segment record whose batch field is
+// word.
+func appendRecord(b []byte, e *raft.Log, word uint32) []byte {
 	start := len(b)
 	b = append(b, make([]byte, recHeaderSize)...)
 	b = binary.BigEndian.AppendUint64(b, e.Index)
@@ -475,6 +737,7 @@ func AppendRecord(b []byte, e *raft.Log) []byte {
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(at))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(e.Extensions)))
+	b = binary.BigEndian.AppendUint32(b, word)
 	b = append(b, e.Extensions...)
 	b = append(b, e.Data...)
 	p := b[start+recHeaderSize:]
@@ -507,7 +770,9 @@ func Mask(p []byte) {
 	}
 }
 
-// unmaskedFixed returns the fixed fields of a stored payload, unmasked.
+// unmaskedFixed returns the fixed fields of a stored payload, unmasked
+// (for version 1, whatever follows its fixed fields in p or zeros stand in
+// for the batch field).
 func unmaskedFixed(p []byte) [payloadFixed]byte {
 	var f [payloadFixed]byte
 	copy(f[:], p)
@@ -515,12 +780,14 @@ func unmaskedFixed(p []byte) [payloadFixed]byte {
 	return f
 }
 
-func decodePayload(p []byte, e *raft.Log) error {
-	if len(p) < payloadFixed {
+// decodePayload decodes an unmasked payload whose fixed fields are fixed
+// bytes long.
+func decodePayload(p []byte, fixed int64, e *raft.Log) error {
+	if int64(len(p)) < fixed {
 		return errors.New("record too short")
 	}
 	ext := binary.BigEndian.Uint32(p[25:])
-	if uint64(ext) > uint64(len(p)-payloadFixed) {
+	if int64(ext) > int64(len(p))-fixed {
 		return errors.New("record extensions overrun")
 	}
 	*e = raft.Log{
@@ -531,7 +798,7 @@ func decodePayload(p []byte, e *raft.Log) error {
 	if at := int64(binary.BigEndian.Uint64(p[17:])); at != 0 {
 		e.AppendedAt = time.Unix(0, at)
 	}
-	rest := p[payloadFixed:]
+	rest := p[fixed:]
 	if ext > 0 {
 		e.Extensions = rest[:ext:ext]
 	}
@@ -607,7 +874,7 @@ func (l *Log) GetLog(index uint64, e *raft.Log) error {
 		return &CorruptError{Path: s.path, Offset: off, Reason: fmt.Sprintf("entry %d fails its checksum", index)}
 	}
 	Mask(p)
-	if err := decodePayload(p, e); err != nil || e.Index != index {
+	if err := decodePayload(p, s.fixed(), e); err != nil || e.Index != index {
 		return &CorruptError{Path: s.path, Offset: off, Reason: fmt.Sprintf("entry %d does not decode", index)}
 	}
 	return nil
@@ -619,15 +886,25 @@ func (l *Log) StoreLog(e *raft.Log) error { return l.StoreLogs([]*raft.Log{e}) }
 // StoreLogs implements raft.LogStore: the entries are durable when it
 // returns. Entries at or below the last index replace the ones there and
 // everything after them; an index past the last one starts a new segment
-// after a gap.
+// after a gap. The entries are one batch: one write and one fdatasync, in
+// one segment (a new one if they do not fit in the rest of the newest).
 func (l *Log) StoreLogs(es []*raft.Log) error {
 	if len(es) == 0 {
 		return nil
 	}
-	for i := 1; i < len(es); i++ {
-		if es[i].Index != es[0].Index+uint64(i) {
-			return fmt.Errorf("raftlog: entries are not contiguous (index %d after %d)", es[i].Index, es[i-1].Index)
+	if len(es) >= batchEnd {
+		return fmt.Errorf("raftlog: %d entries in one batch is too many", len(es))
+	}
+	need := int64(0)
+	for i, e := range es {
+		if e.Index != es[0].Index+uint64(i) {
+			return fmt.Errorf("raftlog: entries are not contiguous (index %d after %d)", e.Index, es[i-1].Index)
 		}
+		n := int64(payloadFixed + len(e.Extensions) + len(e.Data))
+		if n > maxRecord {
+			return fmt.Errorf("raftlog: entry %d is %d bytes, more than a record holds (%d)", e.Index, n, maxRecord)
+		}
+		need += recHeaderSize + n
 	}
 	if es[0].Index == 0 {
 		return errors.New("raftlog: index 0 is not a valid entry")
@@ -640,6 +917,9 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 	if closed {
 		return ErrClosed
 	}
+	if err := l.settle(); err != nil {
+		return err
+	}
 	if last > 0 && es[0].Index <= last {
 		if err := l.truncateFrom(es[0].Index); err != nil {
 			return err
@@ -647,79 +927,78 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 	}
 	var cur *segment
 	if n := len(l.segs); n > 0 {
-		if s := l.segs[n-1]; s.first+uint64(len(s.offsets)) == es[0].Index {
+		s := l.segs[n-1]
+		switch {
+		case s.first+uint64(len(s.offsets)) == es[0].Index && s.version == version && s.end+need <= s.size:
 			cur = s
-		} else if len(s.offsets) == 0 {
-			// Left by a write that failed, for another index.
+		case len(s.offsets) == 0:
+			// Left by a write that failed (for another index, or too big
+			// for it).
 			if err := l.removeLast(); err != nil {
 				return err
 			}
 		}
 	}
-	var buf []byte
-	var offs []int64
-	pos := int64(0)
-	if cur != nil {
-		pos = cur.end
-	}
-	// flush writes buf at pos in cur and syncs it, then publishes offs.
-	flush := func() error {
-		if cur == nil || len(buf) == 0 {
-			return nil
-		}
-		if cur.dirty > cur.end {
-			if err := l.zeroTail(cur); err != nil {
-				return err
-			}
-		}
-		cur.dirty = max(cur.dirty, pos+int64(len(buf)))
-		if _, err := cur.f.WriteAt(buf, pos); err != nil {
+	if cur == nil {
+		// Sealing the newest segment (if any) after its last batch: the
+		// batch never straddles two segments.
+		s, err := l.create(es[0].Index, headerSize+need)
+		if err != nil {
 			return err
 		}
-		if err := l.sync(cur.f); err != nil {
-			return err
-		}
-		cur.dirty = 0
-		l.mu.Lock()
-		cur.offsets = append(cur.offsets, offs...)
-		cur.end = pos + int64(len(buf))
-		if l.first == 0 || l.first > es[0].Index {
-			// Empty, or es replaced entries from below the first index
-			// (which truncateFrom left in place).
-			l.first = es[0].Index
-		}
-		l.mu.Unlock()
-		pos = cur.end
-		buf, offs = buf[:0], offs[:0]
-		return nil
+		cur = s
 	}
+	buf := make([]byte, 0, need)
+	for i, e := range es {
+		word := uint32(i)
+		if i == len(es)-1 {
+			word |= batchEnd
+		}
+		buf = appendRecord(buf, e, word)
+	}
+	pos := cur.end
+	cur.dirty = max(cur.dirty, pos+need)
+	if _, err := cur.f.WriteAt(buf, pos); err != nil {
+		return err
+	}
+	if err := l.sync(cur.f); err != nil {
+		return err
+	}
+	cur.dirty = 0
+	l.mu.Lock()
 	for _, e := range es {
-		n := int64(recHeaderSize + payloadFixed + len(e.Extensions) + len(e.Data))
-		if cur == nil || pos+int64(len(buf))+n > cur.size {
-			if err := flush(); err != nil {
-				return err
-			}
-			if cur != nil && cur.dirty > cur.end {
-				// A failed write left bytes after the end of the segment
-				// being sealed: Open refuses data after a sealed end.
-				if err := l.zeroTail(cur); err != nil {
-					return err
-				}
-			}
-			s, err := l.create(e.Index, headerSize+n)
-			if err != nil {
-				return err
-			}
-			cur, pos = s, s.end
-		}
-		offs = append(offs, pos+int64(len(buf)))
-		buf = AppendRecord(buf, e)
+		cur.offsets = append(cur.offsets, pos)
+		pos += int64(recHeaderSize + payloadFixed + len(e.Extensions) + len(e.Data))
 	}
-	return flush()
+	cur.end = pos
+	if l.first == 0 || l.first > es[0].Index {
+		// Empty, or es replaced entries from below the first index
+		// (which truncateFrom left in place).
+		l.first = es[0].Index
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// settle brings the newest segment back to its last record before anything
+// else is written or deleted: it finishes a suffix delete that failed
+// halfway, and zeroes what a failed write left after the last record (a
+// part of the batch it was writing, never acknowledged), so that the only
+// bytes after the last record that a crash can leave are the batch being
+// written. Caller holds wmu.
+func (l *Log) settle() error {
+	if l.deleting {
+		return l.finishDelete()
+	}
+	if n := len(l.segs); n > 0 && l.segs[n-1].dirty > l.segs[n-1].end {
+		return l.zeroTail(l.segs[n-1])
+	}
+	return nil
 }
 
 // create makes a new, empty segment whose first entry will be first, big
-// enough for need bytes, and adds it to l.segs.
+// enough for need bytes, and adds it to l.segs. Caller holds wmu, and has
+// settled the newest segment.
 func (l *Log) create(first uint64, need int64) (*segment, error) {
 	path := filepath.Join(l.dir, fmt.Sprintf("%020d%s", first, segmentExt))
 	tmp := path + tmpExt
@@ -743,10 +1022,11 @@ func (l *Log) create(first uint64, need int64) (*segment, error) {
 		os.Remove(tmp)
 		return nil, err
 	}
-	s := &segment{first: first, path: path, f: f, size: size, end: headerSize}
+	s := &segment{first: first, path: path, f: f, version: version, size: size, end: headerSize}
 	l.mu.Lock()
 	l.segs = append(l.segs, s)
 	l.mu.Unlock()
+	l.cut = 0
 	// writeNewest syncs the directory, and with it the rename.
 	if err := l.writeNewest(); err != nil {
 		return nil, err
@@ -775,7 +1055,8 @@ func (l *Log) zeroTail(s *segment) error {
 	return nil
 }
 
-// truncateFrom deletes index and everything after it. Caller holds wmu.
+// truncateFrom deletes index and everything after it. Caller holds wmu,
+// and has settled the newest segment.
 func (l *Log) truncateFrom(index uint64) error {
 	for n := len(l.segs); n > 0; n = len(l.segs) {
 		s := l.segs[n-1]
@@ -794,20 +1075,46 @@ func (l *Log) truncateFrom(index uint64) error {
 	if len(s.offsets) == 0 || index > s.last() {
 		return nil
 	}
+	// Gone for readers at once; the bytes are zeroed under the deleting
+	// flag, so that a crash halfway leaves them known for deleted entries.
 	k := index - s.first
 	l.mu.Lock()
 	end := s.offsets[k]
 	s.offsets = s.offsets[:k]
 	s.dirty = max(s.dirty, s.end)
 	s.end = end
-	if l.lastLocked() == 0 {
-		l.first = 0
-	}
 	l.mu.Unlock()
-	return l.zeroTail(s)
+	l.cut, l.deleting, l.deletingOnDisk = index-1, true, false
+	return l.finishDelete()
 }
 
-// removeLast deletes the newest segment. Caller holds wmu.
+// finishDelete zeroes the newest segment after its last record, the rest
+// of a suffix delete, under the deleting flag of the newest file: set
+// before the first zero is written, cleared once they are all synced.
+// Caller holds wmu.
+func (l *Log) finishDelete() error {
+	if !l.deletingOnDisk {
+		if err := l.writeNewest(); err != nil {
+			return err
+		}
+		l.deletingOnDisk = true
+	}
+	if n := len(l.segs); n > 0 && l.segs[n-1].dirty > l.segs[n-1].end {
+		if err := l.zeroTail(l.segs[n-1]); err != nil {
+			return err
+		}
+	}
+	l.deleting = false
+	if err := l.writeNewest(); err != nil {
+		l.deleting = true
+		return err
+	}
+	l.deletingOnDisk = false
+	return nil
+}
+
+// removeLast deletes the newest segment. Caller holds wmu, and has settled
+// the newest segment (or is Open, removing an empty one).
 func (l *Log) removeLast() error {
 	l.mu.Lock()
 	n := len(l.segs)
@@ -817,6 +1124,13 @@ func (l *Log) removeLast() error {
 		l.first = 0
 	}
 	l.mu.Unlock()
+	// The segment before is the newest now, and its last batch ends at its
+	// last entry, whether it has its end bit or a suffix delete cut it
+	// short before the segment after it was created.
+	l.cut = 0
+	if n > 1 && len(l.segs[n-2].offsets) > 0 {
+		l.cut = l.segs[n-2].last()
+	}
 	// The record of the newest segment moves back first: a crash before
 	// the file goes leaves a segment newer than recorded, which is fine.
 	if err := l.writeNewest(); err != nil {
@@ -852,11 +1166,16 @@ func (l *Log) DeleteRange(lo, hi uint64) error {
 		return fmt.Errorf("raftlog: cannot delete entries %d-%d from the middle of %d-%d", lo, hi, first, last)
 	}
 	if lo > first {
+		if err := l.settle(); err != nil {
+			return err
+		}
 		return l.truncateFrom(lo)
 	}
 	// A prefix, possibly everything. The segments leave l.segs together
 	// with the change of l.first, so that a reader never sees an entry gone
-	// while FirstIndex still reports it.
+	// while FirstIndex still reports it. (No settling: a prefix delete
+	// frees space on a full disk, and leaves the newest segment as it is
+	// unless it removes it too.)
 	k := 0
 	for k < len(l.segs) && (len(l.segs[k].offsets) == 0 || l.segs[k].last() <= hi) {
 		k++
@@ -871,6 +1190,8 @@ func (l *Log) DeleteRange(lo, hi uint64) error {
 	}
 	l.mu.Unlock()
 	if len(l.segs) == 0 && len(gone) > 0 {
+		// Whatever was under way in the newest segment goes with it.
+		l.cut, l.deleting, l.deletingOnDisk = 0, false, false
 		if err := l.writeNewest(); err != nil {
 			return err
 		}
@@ -887,28 +1208,54 @@ func (l *Log) DeleteRange(lo, hi uint64) error {
 	return nil
 }
 
-// readNewest reads the first index of the newest segment from dir's
-// newest file.
-func readNewest(dir string) (uint64, error) {
-	path := filepath.Join(dir, newestName)
+// newestRecord is the content of the newest file.
+type newestRecord struct {
+	first, cut uint64
+	deleting   bool
+}
+
+// readNewest reads the newest file at path: the version-2 record, or the
+// version-1 one (first index only).
+func readNewest(path string) (newestRecord, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, err
+		return newestRecord{}, err
 	}
-	if len(b) != newestSize || crc32.Checksum(b[:8], castagnoli) != binary.BigEndian.Uint32(b[8:]) {
-		return 0, &CorruptError{Path: path, Offset: -1, Reason: "record of the newest segment is damaged"}
+	damaged := &CorruptError{Path: path, Offset: -1, Reason: "record of the newest segment is damaged"}
+	switch len(b) {
+	case newestSizeV1:
+		if crc32.Checksum(b[:8], castagnoli) != binary.BigEndian.Uint32(b[8:]) {
+			return newestRecord{}, damaged
+		}
+		return newestRecord{first: binary.BigEndian.Uint64(b)}, nil
+	case newestSize:
+		if crc32.Checksum(b[:20], castagnoli) != binary.BigEndian.Uint32(b[20:]) {
+			return newestRecord{}, damaged
+		}
+		flags := binary.BigEndian.Uint32(b[16:])
+		if flags&^newestDeleting != 0 {
+			return newestRecord{}, &CorruptError{Path: path, Offset: -1, Reason: fmt.Sprintf("record of the newest segment has unknown flags %#x", flags)}
+		}
+		return newestRecord{first: binary.BigEndian.Uint64(b), cut: binary.BigEndian.Uint64(b[8:]), deleting: flags&newestDeleting != 0}, nil
 	}
-	return binary.BigEndian.Uint64(b), nil
+	return newestRecord{}, damaged
 }
 
 // writeNewest records the first index of the newest segment (0 for none),
-// atomically and synced. Caller holds wmu (or is Open).
+// l.cut and l.deleting, atomically and synced. Caller holds wmu (or is
+// Open).
 func (l *Log) writeNewest() error {
 	var first uint64
 	if n := len(l.segs); n > 0 {
 		first = l.segs[n-1].first
 	}
+	var flags uint32
+	if l.deleting {
+		flags |= newestDeleting
+	}
 	b := binary.BigEndian.AppendUint64(nil, first)
+	b = binary.BigEndian.AppendUint64(b, l.cut)
+	b = binary.BigEndian.AppendUint32(b, flags)
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	return fsutil.WriteFileAtomic(filepath.Join(l.dir, newestName), b, !l.opts.NoSync)
 }

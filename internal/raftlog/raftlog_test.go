@@ -29,10 +29,12 @@ import (
 // and parse segments with these helpers, independently of the package's own
 // code (TestFormat checks that the two agree).
 const (
-	hdrSize      = 40
-	recHdrSize   = 8
-	fixedPayload = 8 + 8 + 1 + 8 + 4
-	sector       = 512
+	hdrSize        = 40
+	recHdrSize     = 8
+	fixedPayload   = 8 + 8 + 1 + 8 + 4 + 4 // with the batch field
+	fixedPayloadV1 = fixedPayload - 4      // version 1: no batch field
+	sector         = 512
+	batchEnd       = 1 << 31
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -44,12 +46,15 @@ var (
 
 func segName(first uint64) string { return fmt.Sprintf("%020d.wal", first) }
 
-// encHeader is the header of a segment for first, size bytes long: magic,
-// version, first index, size, CRC-32C.
-func encHeader(first uint64, size int64) []byte {
+// encHeader is the header of a (version 2) segment for first, size bytes
+// long: magic, version, first index, size, CRC-32C.
+func encHeader(first uint64, size int64) []byte { return encHeaderV(2, first, size) }
+
+// encHeaderV is encHeader for a segment of format version v.
+func encHeaderV(v uint32, first uint64, size int64) []byte {
 	h := make([]byte, hdrSize)
 	copy(h, "accrdlog")
-	binary.BigEndian.PutUint32(h[8:], 1)
+	binary.BigEndian.PutUint32(h[8:], v)
 	binary.BigEndian.PutUint64(h[16:], first)
 	binary.BigEndian.PutUint64(h[24:], uint64(size))
 	binary.BigEndian.PutUint32(h[32:], crc32.Checksum(h[:32], castagnoli))
@@ -61,7 +66,24 @@ func emptySeg(first uint64, size int64) []byte {
 	return append(encHeader(first, size), make([]byte, size-hdrSize)...)
 }
 
-func encPayload(e *raft.Log) []byte {
+// encPayload is the stored payload of e in a batch of its own.
+func encPayload(e *raft.Log) []byte { return encPayloadAt(e, 0, true) }
+
+// encPayloadAt is the stored payload of e at position pos of its batch,
+// last in it or not.
+func encPayloadAt(e *raft.Log, pos uint32, last bool) []byte {
+	word := pos
+	if last {
+		word |= batchEnd
+	}
+	return encPayloadWord(e, &word)
+}
+
+// encPayloadV1 is the stored payload of e in a version-1 segment.
+func encPayloadV1(e *raft.Log) []byte { return encPayloadWord(e, nil) }
+
+// encPayloadWord encodes e with the batch field word (none if nil).
+func encPayloadWord(e *raft.Log, word *uint32) []byte {
 	var p []byte
 	p = binary.BigEndian.AppendUint64(p, e.Index)
 	p = binary.BigEndian.AppendUint64(p, e.Term)
@@ -72,6 +94,9 @@ func encPayload(e *raft.Log) []byte {
 	}
 	p = binary.BigEndian.AppendUint64(p, uint64(at))
 	p = binary.BigEndian.AppendUint32(p, uint32(len(e.Extensions)))
+	if word != nil {
+		p = binary.BigEndian.AppendUint32(p, *word)
+	}
 	p = append(p, e.Extensions...)
 	p = append(p, e.Data...)
 	xorMask(p)
@@ -104,6 +129,11 @@ func storedIndex(p []byte) uint64 {
 	return binary.BigEndian.Uint64(p) ^ binary.BigEndian.Uint64(testMask)
 }
 
+// storedBatch is the batch field of a stored (masked) version-2 payload.
+func storedBatch(p []byte) uint32 {
+	return binary.BigEndian.Uint32(p[29:]) ^ binary.BigEndian.Uint32(testMask[29:])
+}
+
 func TestMaskMatchesDocumentation(t *testing.T) {
 	p := make([]byte, 10000)
 	raftlog.Mask(p)
@@ -128,6 +158,7 @@ func encRecord(payload []byte) []byte {
 type rec struct {
 	off, end int64 // the record, header included: data[off:end]
 	index    uint64
+	batch    uint32 // its batch field (version 2)
 }
 
 // parseSeg reads a segment that the package wrote (and nothing damaged):
@@ -138,8 +169,16 @@ func parseSeg(t testing.TB, path string) (first uint64, recs []rec, data []byte)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data) < hdrSize || !bytes.Equal(data[:hdrSize], encHeader(binary.BigEndian.Uint64(data[16:]), int64(len(data)))) {
+	if len(data) < hdrSize {
+		t.Fatalf("%s: %d bytes", path, len(data))
+	}
+	v := binary.BigEndian.Uint32(data[8:])
+	if (v != 1 && v != 2) || !bytes.Equal(data[:hdrSize], encHeaderV(v, binary.BigEndian.Uint64(data[16:]), int64(len(data)))) {
 		t.Fatalf("%s: bad header % x", path, data[:min(len(data), hdrSize)])
+	}
+	fixed := int64(fixedPayload)
+	if v == 1 {
+		fixed = fixedPayloadV1
 	}
 	first = binary.BigEndian.Uint64(data[16:])
 	off := int64(hdrSize)
@@ -150,14 +189,18 @@ func parseSeg(t testing.TB, path string) (first uint64, recs []rec, data []byte)
 			break
 		}
 		end := off + recHdrSize + n
-		if n < fixedPayload || end > int64(len(data)) || crc32.Checksum(data[off+recHdrSize:end], castagnoli) != sum {
+		if n < fixed || end > int64(len(data)) || crc32.Checksum(data[off+recHdrSize:end], castagnoli) != sum {
 			t.Fatalf("%s: bad record at %d", path, off)
 		}
 		idx := storedIndex(data[off+recHdrSize:])
 		if want := first + uint64(len(recs)); idx != want {
 			t.Fatalf("%s: record at %d has index %d, want %d", path, off, idx, want)
 		}
-		recs = append(recs, rec{off: off, end: end, index: idx})
+		r := rec{off: off, end: end, index: idx}
+		if v == 2 {
+			r.batch = storedBatch(data[off+recHdrSize:])
+		}
+		recs = append(recs, r)
 		off = end
 	}
 	if !allZero(data[off:]) {
@@ -601,19 +644,43 @@ func TestStoreLogsErrors(t *testing.T) {
 }
 
 // TestFormat checks the files against the documented format: segments
-// named %020d.wal by their first index, created at SegmentSize, a 40-byte
-// header, then length/CRC-32C/payload records, then zeros.
+// named %020d.wal by their first index, created at SegmentSize (or at the
+// size of a batch bigger than that), a 40-byte header, then
+// length/CRC-32C/payload records whose batch field numbers the entries of
+// each StoreLogs call and marks its last, then zeros. A batch never
+// straddles two segments.
 func TestFormat(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, small)
-	es := append(mkEntries(1, 60, 7), &raft.Log{Index: 61, Term: 8, Type: raft.LogNoop, Extensions: []byte("x")})
-	if err := l.StoreLogs(es); err != nil {
-		t.Fatal(err)
+	var batches [][]*raft.Log
+	for lo := uint64(1); lo <= 60; lo += 10 {
+		batches = append(batches, mkEntries(lo, lo+9, 7))
+	}
+	// One batch bigger than a segment: a segment of its own, as big as it.
+	big := mkEntries(61, 70, 8)
+	for _, e := range big {
+		e.Data = fill(e.Index, 8, 500)
+	}
+	big[9].Type, big[9].Extensions = raft.LogNoop, []byte("x")
+	batches = append(batches, big, mkEntries(71, 71, 9))
+	type place struct {
+		e    *raft.Log
+		pos  uint32
+		last bool
+	}
+	want := map[uint64]place{}
+	for _, b := range batches {
+		if err := l.StoreLogs(b); err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range b {
+			want[e.Index] = place{e, uint32(i), i == len(b)-1}
+		}
 	}
 	closeLog(t, l)
 	names := walFiles(t, dir)
-	if len(names) < 2 {
-		t.Fatalf("60 entries in 4 KiB segments made %v", names)
+	if len(names) < 3 {
+		t.Fatalf("71 entries in 4 KiB segments made %v", names)
 	}
 	next := uint64(1)
 	for _, name := range names {
@@ -622,19 +689,30 @@ func TestFormat(t *testing.T) {
 		if name != segName(first) || first != next {
 			t.Fatalf("%s holds entries from %d, want %d", name, first, next)
 		}
-		if len(data) != 4096 {
-			t.Fatalf("%s is %d bytes, want 4096", name, len(data))
+		size := int64(4096)
+		if first == 61 {
+			size = hdrSize
+			for _, e := range big {
+				size += int64(len(encRecord(encPayload(e))))
+			}
 		}
-		for _, r := range recs {
-			want := encRecord(encPayload(es[r.index-1]))
-			if !bytes.Equal(data[r.off:r.end], want) {
-				t.Fatalf("%s: record %d at %d is\n% x\nwant\n% x", name, r.index, r.off, data[r.off:r.end], want)
+		if int64(len(data)) != size {
+			t.Fatalf("%s is %d bytes, want %d", name, len(data), size)
+		}
+		for i, r := range recs {
+			p := want[r.index]
+			if i == 0 && p.pos != 0 || i == len(recs)-1 && !p.last {
+				t.Fatalf("%s: a batch straddles its boundary (entry %d, position %d)", name, r.index, p.pos)
+			}
+			w := encRecord(encPayloadAt(p.e, p.pos, p.last))
+			if !bytes.Equal(data[r.off:r.end], w) {
+				t.Fatalf("%s: record %d at %d is\n% x\nwant\n% x", name, r.index, r.off, data[r.off:r.end], w)
 			}
 		}
 		next = first + uint64(len(recs))
 	}
-	if next != 62 {
-		t.Fatalf("segments hold entries up to %d, want 61", next-1)
+	if next != 72 {
+		t.Fatalf("segments hold entries up to %d, want 71", next-1)
 	}
 }
 
@@ -698,7 +776,7 @@ func TestClosed(t *testing.T) {
 func TestRotation(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, small)
-	store(t, l, 1, 400, 1, 37) // batches that cross segment boundaries
+	store(t, l, 1, 400, 1, 13) // several batches a segment, none fits the last room
 	checkEntries(t, l, 1, 400, 1)
 	names := walFiles(t, dir)
 	if len(names) < 10 {
@@ -713,47 +791,61 @@ func TestRotation(t *testing.T) {
 		if len(data) != 4096 {
 			t.Fatalf("%s is %d bytes", name, len(data))
 		}
+		// Batches start at 1, 14, 27...: each segment holds whole ones.
+		if (first-1)%13 != 0 || recs[0].batch != 0 {
+			t.Fatalf("%s starts inside a batch (entry %d, batch field %#x)", name, first, recs[0].batch)
+		}
+		if r := recs[len(recs)-1]; r.batch&batchEnd == 0 && r.index != 400 {
+			t.Fatalf("%s ends inside a batch (entry %d, batch field %#x)", name, r.index, r.batch)
+		}
 		next += uint64(len(recs))
 	}
 
-	// One entry bigger than a segment gets a segment of its own, as big as
-	// it needs; the next entries go to a new normal segment.
+	// A batch bigger than a segment gets a segment of its own, as big as it
+	// needs (here after replacing 400); the next batch goes to a new normal
+	// segment.
 	big := mkEntry(401, 1)
 	big.Data = fill(401, 1, 10_000)
-	if err := l.StoreLogs(append([]*raft.Log{mkEntry(400, 2), big}, mkEntries(402, 410, 1)...)); err != nil {
+	batch := append([]*raft.Log{mkEntry(400, 2), big}, mkEntries(402, 410, 1)...)
+	if err := l.StoreLogs(batch); err != nil {
 		t.Fatal(err)
 	}
 	checkBounds(t, l, 1, 410)
 	checkGet(t, l, mkEntry(400, 2))
 	checkGet(t, l, big)
 	checkRange(t, l, 402, 410, 1)
-	fi, err := os.Stat(filepath.Join(dir, segName(401)))
+	fi, err := os.Stat(filepath.Join(dir, segName(400)))
 	if err != nil {
-		t.Fatalf("no segment of its own for the big entry: %v", err)
+		t.Fatalf("no segment of its own for the big batch: %v", err)
 	}
-	if need := int64(hdrSize + recHdrSize + fixedPayload + 10_000); fi.Size() < need {
-		t.Fatalf("big entry's segment is %d bytes, want at least %d", fi.Size(), need)
+	need := int64(hdrSize)
+	for _, e := range batch {
+		need += int64(len(encRecord(encPayload(e))))
 	}
-	if _, recs, _ := parseSeg(t, filepath.Join(dir, segName(401))); len(recs) != 1 {
-		t.Fatalf("big entry's segment holds %d records", len(recs))
+	if fi.Size() != need {
+		t.Fatalf("big batch's segment is %d bytes, want %d", fi.Size(), need)
 	}
-	if _, recs, _ := parseSeg(t, filepath.Join(dir, segName(402))); len(recs) != 9 {
-		t.Fatalf("segment 402 holds %d records, want 9", len(recs))
+	if _, recs, _ := parseSeg(t, filepath.Join(dir, segName(400))); len(recs) != 11 {
+		t.Fatalf("big batch's segment holds %d records, want 11", len(recs))
+	}
+	store(t, l, 411, 412, 1, 2)
+	if _, recs, _ := parseSeg(t, filepath.Join(dir, segName(411))); len(recs) != 2 {
+		t.Fatalf("segment 411 holds %d records, want 2", len(recs))
 	}
 
 	l = reopen(t, l, dir, small)
-	checkBounds(t, l, 1, 410)
+	checkBounds(t, l, 1, 412)
 	checkRange(t, l, 1, 399, 1)
 	checkGet(t, l, mkEntry(400, 2))
 	checkGet(t, l, big)
-	checkRange(t, l, 402, 410, 1)
+	checkRange(t, l, 402, 412, 1)
 	// A reopened log appends to its newest segment.
-	store(t, l, 411, 412, 1, 2)
-	if names2 := walFiles(t, dir); names2[len(names2)-1] != segName(402) {
-		t.Fatalf("after reopen, 411 went to %v", names2)
+	store(t, l, 413, 414, 1, 2)
+	if names2 := walFiles(t, dir); names2[len(names2)-1] != segName(411) {
+		t.Fatalf("after reopen, 413 went to %v", names2)
 	}
 	l = reopen(t, l, dir, small)
-	checkRange(t, l, 402, 412, 1)
+	checkRange(t, l, 402, 414, 1)
 }
 
 func TestGap(t *testing.T) {
@@ -1218,7 +1310,7 @@ func TestCorruptHeader(t *testing.T) {
 		{"size field", func(b []byte) []byte { b[30] ^= 1; return b }},
 		{"checksum", func(b []byte) []byte { b[34] ^= 1; return b }},
 		{"version", func(b []byte) []byte {
-			binary.BigEndian.PutUint32(b[8:], 2)
+			binary.BigEndian.PutUint32(b[8:], 3)
 			binary.BigEndian.PutUint32(b[32:], crc32.Checksum(b[:32], castagnoli))
 			return b
 		}},
@@ -1518,8 +1610,8 @@ func TestTornMidBatch(t *testing.T) {
 
 func TestTornLaterInBatch(t *testing.T) {
 	// The batch's first records reached the disk, the third is cut short
-	// at a sector boundary: the whole ones stay (written, if never
-	// acknowledged), the rest goes.
+	// at a sector boundary: all of the batch goes, the whole records too
+	// (the batch was never acknowledged, and a prefix of it is not one).
 	o := raftlog.Options{SegmentSize: 16 << 10, NoSync: true}
 	want := func(i uint64) *raft.Log {
 		e := mkEntry(i, 1)
@@ -1547,7 +1639,7 @@ func TestTornLaterInBatch(t *testing.T) {
 	}
 	from := roundUp(r.off+recHdrSize+1, sector)
 	patch(t, path, func(b []byte) { clear(b[from:]) })
-	expectTorn(t, dir, path, r.off, 22, o, want)
+	expectTorn(t, dir, path, recs[20].off, 20, o, want)
 }
 
 func TestTornFirstSector(t *testing.T) {
