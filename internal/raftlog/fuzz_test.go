@@ -111,7 +111,7 @@ func goodSegment(tb testing.TB, lo, hi uint64) []byte {
 }
 
 // FuzzOpen writes the input as a segment file, possibly after a good
-// segment, and opens the directory. Open must not panic; when it refuses,
+// segment, with a newest file naming it, and opens the directory. Open must not panic; when it refuses,
 // it must have left the files alone; when it accepts, every entry from
 // FirstIndex to LastIndex must be readable (outside the gap between the
 // two segments), and the log must take a new entry and open again with
@@ -154,6 +154,42 @@ func FuzzOpen(f *testing.F) {
 	in = binary.BigEndian.AppendUint16(in, 0x8000|uint16(len(tornRaw)))
 	f.Add(uint8(fuzzRecords), false, append(in, tornRaw...))
 
+	// Batches of several records: a whole one, then one whose middle
+	// record is torn (raw bytes: a record with 600 zeros inside, so a
+	// whole sector), and maybe a record of the same batch or a later one
+	// after that.
+	batch := func(lo, hi uint64) [][]byte {
+		var ps [][]byte
+		for i := lo; i <= hi; i++ {
+			e := mkEntry(i, 2)
+			e.Data = fill(i, 2, 1200)
+			ps = append(ps, encPayloadAt(e, uint32(i-lo), i == hi))
+		}
+		return ps
+	}
+	next := uint64(fuzzPrevLast + 1)
+	f.Add(uint8(fuzzRecords), true, fuzzRecordsInput(0, append(batch(next, next+2), batch(next+3, next+4)[0])...))
+	torn3 := encRecord(batch(next+3, next+5)[1])
+	clear(torn3[100:1200])
+	in = fuzzRecordsInput(0, append(batch(next, next+2), batch(next+3, next+5)[0])...)
+	in = binary.BigEndian.AppendUint16(in, 0x8000|uint16(len(torn3)))
+	in = append(in, torn3...)
+	f.Add(uint8(fuzzRecords), true, in)
+	f.Add(uint8(fuzzRecords), true, append(bytes.Clone(in), fuzzRecordsInput(0, batch(next+3, next+5)[2])[1:]...))
+	f.Add(uint8(fuzzRecords), true, append(bytes.Clone(in), fuzzRecordsInput(0, batch(next+6, next+6)...)[1:]...))
+	// A segment of format version 1, whole and torn.
+	v1 := encHeaderV(1, 1, 4096)
+	for i := uint64(1); i <= 3; i++ {
+		e := mkEntry(i, 1)
+		e.Data = fill(i, 1, 1200)
+		v1 = append(v1, encRecord(encPayloadV1(e))...)
+	}
+	v1 = append(v1, make([]byte, 4096-len(v1))...)
+	f.Add(uint8(fuzzRaw), false, v1)
+	v1torn := bytes.Clone(v1)
+	clear(v1torn[1300:2400]) // a whole sector of the second record
+	f.Add(uint8(fuzzRaw), false, v1torn)
+
 	f.Fuzz(func(t *testing.T, mode uint8, withPrev bool, data []byte) {
 		dir := t.TempDir()
 		if withPrev {
@@ -161,6 +197,7 @@ func FuzzOpen(f *testing.F) {
 		}
 		first, seg := fuzzSegment(mode, withPrev, data)
 		writeFile(t, filepath.Join(dir, segName(first)), seg)
+		writeFile(t, filepath.Join(dir, "newest"), encNewest(first, 0, false))
 		before := dirState(t, dir)
 
 		l, err := raftlog.Open(dir, small)

@@ -198,8 +198,8 @@ type Repair struct {
 	Path   string
 	Offset int64 // where the zeroed bytes start: the torn batch, or the first deleted entry
 	Bytes  int64 // how many bytes from there were zeroed
-	// Entries is how many whole, valid records of the torn batch were
-	// among them (never acknowledged: the batch was not).
+	// Entries is how many records of the torn batch ahead of the tear
+	// read whole and valid (never acknowledged: the batch was not).
 	Entries int
 	// Deleted: the bytes were entries that a suffix delete was removing
 	// when the process stopped, not a torn write. Open finished the delete.

@@ -3,9 +3,12 @@
 package raftlog_test
 
 import (
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/accordkv/accord/internal/raftlog"
 )
@@ -59,6 +62,65 @@ func TestTruncationKeepsSegmentSize(t *testing.T) {
 				t.Fatalf("LastIndex %d", last)
 			}
 			checkRange(t, l2, 1, 9, 1)
+		})
+	}
+}
+
+// TestFailedWriteLeavesPartOfBatch: a write that fails halfway through a
+// batch (here at a file size limit, as on a full disk) may leave whole
+// records of it on disk. They were never acknowledged: Open after a crash
+// cuts the batch whole, and a later StoreLogs zeroes them before it writes
+// anything. Not parallel: the limit is the process's.
+func TestFailedWriteLeavesPartOfBatch(t *testing.T) {
+	for _, then := range []string{"crash", "retry"} {
+		t.Run(then, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, roomy)
+			store(t, l, 1, 20, 1, 5)
+			path := filepath.Join(dir, segName(1))
+			_, recs, _ := parseSeg(t, path)
+			end := recs[len(recs)-1].end
+			// 21..25, wide: the limit falls inside 24's record.
+			var before int64
+			for _, e := range wideEntries(21, 23, 1) {
+				before += int64(len(encRecord(encPayload(e))))
+			}
+			var old syscall.Rlimit
+			if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+				t.Skip(err)
+			}
+			limit := old
+			limit.Cur = uint64(end + before + 600)
+			if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+				t.Skip(err)
+			}
+			err := l.StoreLogs(wideEntries(21, 25, 1))
+			if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); rerr != nil {
+				t.Fatal(rerr)
+			}
+			if err == nil {
+				t.Fatal("StoreLogs past the file size limit succeeded")
+			}
+			checkBounds(t, l, 1, 20)
+			b, rerr := os.ReadFile(path)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			if allZero(b[end : end+before]) {
+				t.Fatal("the failed write left nothing: the test does not test")
+			}
+			if then == "retry" {
+				store(t, l, 21, 22, 2, 2)
+				l = reopen(t, l, dir, roomy)
+				checkBounds(t, l, 1, 22)
+				checkRange(t, l, 1, 20, 1)
+				checkRange(t, l, 21, 22, 2)
+				closeLog(t, l)
+				checkFiles(t, dir)
+				return
+			}
+			l.Close() // as a crash would: nothing zeroed
+			expectTorn(t, dir, path, end, 20, roomy, func(i uint64) *raft.Log { return mkEntry(i, 1) })
 		})
 	}
 }
