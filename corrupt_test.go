@@ -54,9 +54,10 @@ const (
 // and written here on its own, so that the tests check the documented
 // format rather than the code's idea of it.
 const (
-	corruptWALHeader  = 40 // magic, version, first index, created size, CRC-32C
-	corruptWALRecHdr  = 8  // u32 payload length, u32 CRC-32C of the payload
-	corruptWALFixed   = 8 + 8 + 1 + 8 + 4
+	corruptWALHeader  = 40                    // magic, version, first index, created size, CRC-32C
+	corruptWALRecHdr  = 8                     // u32 payload length, u32 CRC-32C of the payload
+	corruptWALFixed   = 8 + 8 + 1 + 8 + 4 + 4 // index, term, type, appended-at, extensions length, batch
+	corruptWALEnd     = 1 << 31               // in the batch field: the last entry of its batch
 	corruptWALSector  = 512
 	corruptWALPattern = "*.wal"
 )
@@ -304,6 +305,7 @@ type corruptRec struct {
 	index    uint64
 	term     uint64
 	typ      raft.LogType
+	batch    uint32 // position in its batch, corruptWALEnd on the batch's last entry
 	raw      []byte // the record, header included
 }
 
@@ -355,7 +357,7 @@ func corruptSegments(t *testing.T, dir string) []corruptSeg {
 			pl = bytes.Clone(pl)
 			raftlog.Mask(pl) // stored masked
 			s.recs = append(s.recs, corruptRec{off: off, end: end, index: binary.BigEndian.Uint64(pl),
-				term: binary.BigEndian.Uint64(pl[8:]), typ: raft.LogType(pl[16]), raw: data[off:end]})
+				term: binary.BigEndian.Uint64(pl[8:]), typ: raft.LogType(pl[16]), batch: binary.BigEndian.Uint32(pl[29:]), raw: data[off:end]})
 			off = end
 		}
 		if len(s.recs) > 0 && !corruptAllZero(data[s.last().end:]) {
@@ -474,15 +476,13 @@ func corruptWriteLog(t *testing.T, logDir string, entries []*raft.Log) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for len(es) > 0 { // a gap starts a new segment
-			k := 1
-			for k < len(es) && es[k].Index == es[k-1].Index+1 {
-				k++
-			}
-			if err := l.StoreLogs(es[:k]); err != nil {
+		// One entry a batch, as a node that applies one write at a time
+		// stores them: a batch never straddles two segments, so that is
+		// what fills segments entry by entry. A gap starts a new segment.
+		for _, e := range es {
+			if err := l.StoreLogs([]*raft.Log{e}); err != nil {
 				t.Fatal(err)
 			}
-			es = es[k:]
 		}
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
@@ -721,6 +721,22 @@ func TestCorruptDataDir(t *testing.T) {
 			r := newest.last()
 			corruptFlip(t, segPath(dir, newest), r.end-1, 1)
 			noZeroSector(t, segPath(dir, newest), r)
+		}},
+		{name: "RaftLogNewestSectorZeroedBeforeLaterBatch", path: rel(newest), reason: "later batch", damage: func(t *testing.T, dir string) {
+			// What a torn write would leave, but in a batch that later
+			// batches (synced after it) follow: damage. (Before batches
+			// were marked, Open cut the log there.)
+			last := newest.last()
+			if last.batch&corruptWALEnd == 0 {
+				t.Fatalf("the newest segment's last record %d does not end a batch", last.index)
+			}
+			for _, r := range newest.recs {
+				if s := r.off / corruptWALSector * corruptWALSector; s >= corruptWALSector && s+corruptWALSector <= last.off && r.batch == corruptWALEnd {
+					corruptWriteAt(t, segPath(dir, newest), s, make([]byte, corruptWALSector))
+					return
+				}
+			}
+			t.Fatalf("%s: no record of a batch of its own with a sector to zero before the last", newest.path)
 		}},
 		{name: "RaftLogSealedHeaderFlipped", path: rel(sealed), reason: "header", damage: func(t *testing.T, dir string) {
 			corruptFlip(t, segPath(dir, sealed), 20, 1) // in the first index

@@ -229,7 +229,8 @@ func readTerm(path string, db *raftboltdb.BoltStore) (uint64, error) {
 // store) and raft-log/ (log). A format-1 directory's log is moved out of
 // raft.db first. It returns the latest configuration in the log, if any.
 // Nothing is changed in a directory it refuses, except that a torn tail of
-// the log (a write a crash cut short, never acknowledged) is zeroed.
+// the log (the last batch, which a crash cut short, never acknowledged) is
+// zeroed, and a suffix delete a crash interrupted is finished.
 func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *raftlog.Log, stable *raftboltdb.BoltStore, conf *raft.Configuration, err error) {
 	dbPath := filepath.Join(dir, raftDBName)
 	logPath := filepath.Join(dir, raftLogDir)
@@ -269,8 +270,10 @@ func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *r
 		}
 	}()
 	logs = opened
-	if r := logs.Repaired(); r != nil {
-		o.Logger.Warn("raft log: zeroed the torn tail of a write a crash cut short (never acknowledged)", "segment", r.Path, "offset", r.Offset, "bytes", r.Bytes)
+	if r := logs.Repaired(); r != nil && r.Deleted {
+		o.Logger.Warn("raft log: finished deleting conflicting entries, a delete a crash interrupted", "segment", r.Path, "offset", r.Offset, "bytes", r.Bytes)
+	} else if r != nil {
+		o.Logger.Warn("raft log: zeroed the torn tail of a write a crash cut short (its last batch, never acknowledged)", "segment", r.Path, "offset", r.Offset, "bytes", r.Bytes, "entries", r.Entries)
 	}
 	if conf, err = checkLog(logPath, logs, st.term, snap, m.Initialized); err != nil {
 		return nil, nil, nil, err

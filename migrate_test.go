@@ -2,7 +2,9 @@ package accord
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,7 +82,8 @@ func migrateBoltLogs(t *testing.T, dir string) (first, last uint64) {
 // migrateCheckMoved checks a directory that Open migrated (and that has
 // been closed again): format 2, no log left in raft.db, no leftovers, every
 // entry that was in raft.db in raft-log/ unchanged (its record is the
-// encoding of the entry moved), and no entry at the indexes in holes.
+// encoding of the entry moved, but for its position in its batch), and no
+// entry at the indexes in holes.
 func migrateCheckMoved(t *testing.T, dir string, moved []*raft.Log, holes ...uint64) {
 	t.Helper()
 	m, err := readManifest(dir)
@@ -104,10 +107,19 @@ func migrateCheckMoved(t *testing.T, dir string, moved []*raft.Log, holes ...uin
 			recs[r.index] = r.raw
 		}
 	}
+	// A record's payload, unmasked, without its batch field (the move
+	// stores entries in batches, AppendRecord one alone); corruptSegments
+	// checked the records' checksums.
+	entry := func(rec []byte) []byte {
+		p := bytes.Clone(rec[corruptWALRecHdr:])
+		raftlog.Mask(p)
+		clear(p[corruptWALFixed-4 : corruptWALFixed])
+		return p
+	}
 	for _, want := range moved {
 		if got, ok := recs[want.Index]; !ok {
 			t.Errorf("entry %d is not in raft-log/", want.Index)
-		} else if !bytes.Equal(got, raftlog.AppendRecord(nil, want)) {
+		} else if !bytes.Equal(entry(got), entry(raftlog.AppendRecord(nil, want))) {
 			t.Errorf("entry %d changed in the move", want.Index)
 		}
 	}
@@ -226,4 +238,88 @@ func TestMigrateFormat1(t *testing.T) {
 			t.Errorf("refused Open changed the directory:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 	})
+}
+
+// migrateLogToSegmentV1 rewrites the raft log of the closed directory dir
+// as the raft log of segment format version 1 wrote it: the same records
+// without their batch field, and a newest file of 12 bytes (first index
+// of the newest segment, CRC-32C). It returns the segment paths.
+func migrateLogToSegmentV1(t *testing.T, dir string) []string {
+	t.Helper()
+	var paths []string
+	segs := corruptSegments(t, dir)
+	for _, sg := range segs {
+		data, err := os.ReadFile(sg.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := bytes.Clone(data[:corruptWALHeader])
+		binary.BigEndian.PutUint32(out[8:], 1)
+		binary.BigEndian.PutUint32(out[32:], crc32.Checksum(out[:32], corruptCastagnoli))
+		for _, r := range sg.recs {
+			p := bytes.Clone(r.raw[corruptWALRecHdr:])
+			raftlog.Mask(p)
+			p = append(p[:corruptWALFixed-4], p[corruptWALFixed:]...)
+			raftlog.Mask(p)
+			out = binary.BigEndian.AppendUint32(out, uint32(len(p)))
+			out = binary.BigEndian.AppendUint32(out, crc32.Checksum(p, corruptCastagnoli))
+			out = append(out, p...)
+		}
+		out = append(out, make([]byte, sg.size-int64(len(out)))...)
+		if err := os.WriteFile(sg.path, out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, sg.path)
+	}
+	newest := binary.BigEndian.AppendUint64(nil, segs[len(segs)-1].first)
+	newest = binary.BigEndian.AppendUint32(newest, crc32.Checksum(newest, corruptCastagnoli))
+	if err := os.WriteFile(filepath.Join(dir, raftLogDir, "newest"), newest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}
+
+// TestMigrateLogSegmentV1: data directories of format 2 written before the
+// raft log marked batches hold segments of version 1. They open with every
+// acknowledged write, stay as they are, and the log goes on in segments of
+// the current version.
+func TestMigrateLogSegmentV1(t *testing.T) {
+	base := corruptBuild(t)
+	dir := t.TempDir()
+	corruptCopyTree(t, base.dir, dir)
+	old := migrateLogToSegmentV1(t, dir)
+	before := make(map[string][]byte)
+	for _, p := range old {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[p] = b
+	}
+	corruptCheckComplete(t, base, dir, corruptOpts())
+	version := func(path string) uint32 {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return binary.BigEndian.Uint32(b[8:])
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, raftLogDir, corruptWALPattern))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(paths)
+	if newest := paths[len(paths)-1]; version(newest) != 2 || before[newest] != nil {
+		t.Errorf("newest segment %s after Open has version %d, want a new one of version 2", newest, version(newest))
+	}
+	for p, b := range before {
+		now, err := os.ReadFile(p)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if err == nil && !bytes.Equal(now, b) {
+			t.Errorf("version-1 segment %s changed", p)
+		}
+	}
+	corruptCheckComplete(t, base, dir, corruptOpts())
 }

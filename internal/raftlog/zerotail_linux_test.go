@@ -31,12 +31,12 @@ func TestTruncationKeepsSegmentSize(t *testing.T) {
 
 			var old syscall.Rlimit
 			if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
-				t.Skip(err)
+				t.Fatal(err)
 			}
 			limit := old
 			limit.Cur = uint64(recs[len(recs)-1].end + 1)
 			if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
-				t.Skip(err)
+				t.Fatal(err)
 			}
 			var err error
 			if op == "DeleteRange" {
@@ -87,12 +87,12 @@ func TestFailedWriteLeavesPartOfBatch(t *testing.T) {
 			}
 			var old syscall.Rlimit
 			if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
-				t.Skip(err)
+				t.Fatal(err)
 			}
 			limit := old
 			limit.Cur = uint64(end + before + 600)
 			if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
-				t.Skip(err)
+				t.Fatal(err)
 			}
 			err := l.StoreLogs(wideEntries(21, 25, 1))
 			if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); rerr != nil {
