@@ -103,7 +103,7 @@ func appendJSONUints(dst []byte, vs []uint64) []byte {
 // encoding/json accepts as "no change" and after which etcd would hold a
 // nil member.
 func decodeJSON(typ string, b []byte, v any) error {
-	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+	if bytes.Equal(bytes.Trim(b, " \t\r\n"), []byte("null")) {
 		return decodeErr(typ, 0, 0, ErrInvalid, "null instead of an object")
 	}
 	if err := json.Unmarshal(b, v); err != nil {

@@ -43,8 +43,9 @@ func AppendCompactRev(dst []byte, rev int64) []byte {
 
 // DecodeCompactRev decodes the value of MetaScheduledCompactKey or
 // MetaFinishedCompactKey and returns its main revision. It must be a 17-byte
-// revision key; etcd reads it with BytesToRev, which would also take an
-// 18-byte key and panics on anything else. The error is a *DecodeError.
+// revision key with Sub 0, as etcd writes it; etcd reads it with BytesToRev
+// and keeps only Main, so it would also take an 18-byte key or a Sub other
+// than 0, and panics on anything else. The error is a *DecodeError.
 func DecodeCompactRev(b []byte) (int64, error) {
 	if len(b) != RevisionKeyLen {
 		return 0, decodeErr("compact revision", 0, 0, ErrInvalid, "length %d, want %d", len(b), RevisionKeyLen)
@@ -54,6 +55,9 @@ func DecodeCompactRev(b []byte) (int64, error) {
 		de := *(err.(*DecodeError))
 		de.Type = "compact revision"
 		return 0, &de
+	}
+	if r.Sub != 0 {
+		return 0, decodeErr("compact revision", 0, 9, ErrInvalid, "sub revision %d, want 0", r.Sub)
 	}
 	return r.Main, nil
 }
