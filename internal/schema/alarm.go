@@ -1,7 +1,6 @@
 package schema
 
 import (
-	"slices"
 	"strconv"
 )
 
@@ -55,7 +54,7 @@ func SizeAlarmMember(a AlarmMember) int {
 // AppendAlarmMember appends a's protobuf encoding to dst, byte for byte what
 // proto.Marshal writes for the same etcdserverpb.AlarmMember.
 func AppendAlarmMember(dst []byte, a AlarmMember) []byte {
-	dst = slices.Grow(dst, SizeAlarmMember(a))
+	dst = grow(dst, SizeAlarmMember(a))
 	dst = appendVarintField(dst, 1, a.MemberID)
 	// An enum is an int32 on the wire: a negative one is sign-extended.
 	return appendVarintField(dst, 2, uint64(int64(a.Alarm)))

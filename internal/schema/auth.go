@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -125,7 +124,7 @@ func AppendUser(dst []byte, u *User) ([]byte, error) {
 			return dst, fmt.Errorf("schema: encode User %q: role %d is not valid UTF-8", u.Name, i)
 		}
 	}
-	dst = slices.Grow(dst, SizeUser(u))
+	dst = grow(dst, SizeUser(u))
 	dst = appendBytesField(dst, 1, u.Name)
 	dst = appendBytesField(dst, 2, u.Password)
 	for _, r := range u.Roles {
@@ -251,7 +250,7 @@ func SizeRole(r *Role) int {
 // AppendRole appends r's protobuf encoding to dst, byte for byte what
 // proto.Marshal writes for the same authpb.Role.
 func AppendRole(dst []byte, r *Role) []byte {
-	dst = slices.Grow(dst, SizeRole(r))
+	dst = grow(dst, SizeRole(r))
 	dst = appendBytesField(dst, 1, r.Name)
 	for i := range r.KeyPermission {
 		p := &r.KeyPermission[i]

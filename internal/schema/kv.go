@@ -1,7 +1,5 @@
 package schema
 
-import "slices"
-
 // KeyValue is mvccpb.KeyValue (api/v3/mvccpb/kv.proto), the value of every
 // record of the "key" bucket:
 //
@@ -53,7 +51,7 @@ func SizeKeyValue(kv *KeyValue) int {
 // proto.Marshal writes for the same mvccpb.KeyValue. It grows dst at most
 // once and allocates nothing else.
 func AppendKeyValue(dst []byte, kv *KeyValue) []byte {
-	dst = slices.Grow(dst, SizeKeyValue(kv))
+	dst = grow(dst, SizeKeyValue(kv))
 	dst = appendBytesField(dst, 1, kv.Key)
 	dst = appendVarintField(dst, 2, uint64(kv.CreateRevision))
 	dst = appendVarintField(dst, 3, uint64(kv.ModRevision))
@@ -127,10 +125,12 @@ func DecodeKeyValueNoCopy(b []byte, kv *KeyValue) error {
 	return nil
 }
 
-// DecodeKeyValueHeader is the fast path of the index rebuild: every field
-// of a KeyValue but the value, with Key aliasing b. It validates b exactly as
-// DecodeKeyValue does (the same inputs fail, with the same errors) and
-// allocates nothing. On error h is zero.
+// DecodeKeyValueHeader decodes what rebuilding the key index needs: every
+// field of a KeyValue but the value, with Key aliasing b, so that a caller
+// cannot keep a reference into the value by mistake. It validates b exactly
+// as DecodeKeyValue does (the same inputs fail, with the same errors),
+// allocates nothing and costs what DecodeKeyValueNoCopy costs. On error h is
+// zero.
 func DecodeKeyValueHeader(b []byte, h *KeyValueHeader) error {
 	var kv KeyValue
 	err := DecodeKeyValueNoCopy(b, &kv)

@@ -2,7 +2,6 @@ package schema
 
 import (
 	"encoding/binary"
-	"slices"
 )
 
 // Lease is leasepb.Lease (server/lease/leasepb/lease.proto), the value of the
@@ -51,7 +50,7 @@ func SizeLease(l *Lease) int {
 // AppendLease appends l's protobuf encoding to dst, byte for byte what
 // proto.Marshal writes for the same leasepb.Lease.
 func AppendLease(dst []byte, l *Lease) []byte {
-	dst = slices.Grow(dst, SizeLease(l))
+	dst = grow(dst, SizeLease(l))
 	dst = appendVarintField(dst, 1, uint64(l.ID))
 	dst = appendVarintField(dst, 2, uint64(l.TTL))
 	return appendVarintField(dst, 3, uint64(l.RemainingTTL))

@@ -117,6 +117,24 @@ func TestKeyValueAllocations(t *testing.T) {
 	}
 }
 
+// TestAppendGrowsGeometrically: appending record after record to one buffer
+// (a batch, a snapshot chunk) reallocates it a logarithmic number of times,
+// not once per record.
+func TestAppendGrowsGeometrically(t *testing.T) {
+	kv := KeyValue{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 100), ModRevision: 3}
+	const records = 1000
+	got := testing.AllocsPerRun(10, func() {
+		var buf []byte
+		for range records {
+			buf = AppendKeyValue(buf, &kv)
+		}
+	})
+	// Doubling from 106 bytes to 106 kB takes 10 steps.
+	if got > 12 {
+		t.Fatalf("%d appends to one buffer made %v allocations, want at most 12", records, got)
+	}
+}
+
 // TestKeyValueDecodeRules covers protobuf's decoding rules: unknown fields of
 // every wire type are skipped, a repeated scalar field takes its last
 // value, varints may be non-minimal.
