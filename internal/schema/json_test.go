@@ -262,6 +262,12 @@ func TestConfStateJSON(t *testing.T) {
 	if err := DecodeConfState([]byte(`{"voters":[2],"learners":null,"auto_leave":false}`), &cs); err != nil || !reflect.DeepEqual(cs.Voters, []uint64{2}) {
 		t.Fatalf("3.5 confState: %+v, %v", cs, err)
 	}
+	// etcd 3.7 without auto_leave: a configuration change replayed on
+	// restart stores the ConfState rebuilt from the members bucket.
+	cs = ConfState{AutoLeave: true}
+	if err := DecodeConfState([]byte(`{"voters":[3,1]}`), &cs); err != nil || !reflect.DeepEqual(cs, ConfState{Voters: []uint64{3, 1}}) {
+		t.Fatalf("confState without auto_leave: %+v, %v", cs, err)
+	}
 	for _, bad := range []string{``, `null`, `{"voters":[-1]}`, `{"voters":"1"}`, `{"auto_leave":1}`} {
 		cs := ConfState{AutoLeave: true}
 		if err := DecodeConfState([]byte(bad), &cs); !errors.Is(err, ErrInvalid) || !reflect.DeepEqual(cs, ConfState{}) {

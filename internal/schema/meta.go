@@ -153,10 +153,15 @@ type ConfState struct {
 	AutoLeave      bool
 }
 
-// AppendConfState appends cs as etcd 3.7 writes it: json.Marshal of a
-// raftpb.ConfState from raft's ProgressTracker, whose list fields are
-// omitted when empty and whose auto_leave is always present, such as
-// {"voters":[1,2],"auto_leave":false}.
+// AppendConfState appends cs as etcd 3.7 writes it after applying a
+// configuration change: json.Marshal of the raftpb.ConfState that raft's
+// ProgressTracker.ConfState returns, whose list fields are omitted when empty
+// and whose auto_leave (a *bool, set there) is present, such as
+// {"voters":[1,2],"auto_leave":false}. etcd also writes the form without
+// auto_leave: on a restart, a configuration change replayed from the WAL at
+// or below consistent_index stores the ConfState etcd rebuilt from the
+// "members" bucket, which leaves auto_leave nil (etcdserver/bootstrap.go,
+// buildConfStateFromV3store). DecodeConfState reads both.
 func AppendConfState(dst []byte, cs *ConfState) []byte {
 	dst = append(dst, '{')
 	for _, f := range [...]struct {
