@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/accordkv/accord v0.0.0-00010101000000-000000000000
+	github.com/coreos/go-semver v0.3.1
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0
 	go.etcd.io/etcd/api/v3 v3.7.3
 	go.etcd.io/etcd/client/v3 v3.7.3
@@ -16,7 +17,6 @@ require (
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/boltdb/bolt v1.3.1 // indirect
-	github.com/coreos/go-semver v0.3.1 // indirect
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
