@@ -41,10 +41,15 @@ import (
 //	accord.manifest  node ID, cluster name, format version, whether raft state was created
 //	raft.db          raft's stable store: current term and vote (bbolt, via raft-boltdb)
 //	raft-log/        the raft log: segment files of internal/raftlog
-//	snapshots/       raft file snapshots (state.bin in the format of snapshot.go)
+//	kv.db            the keyspace, leases, alarms, member attributes, and the
+//	                 index of the last raft entry they include (bbolt, etcd's layout; backend.go)
+//	snapshots/       raft's snapshot metadata; state.bin is a marker: the data is kv.db (snapshot.go)
 //
 // Format 1 kept the raft log in raft.db too; Open moves it to raft-log/
-// (migrateLog) and records format 2.
+// (migrateLog) and records format 2. Format 2 kept the keyspace in memory,
+// with whole copies in snapshots/ (ACCORDSNAP); Open builds kv.db from the
+// newest one and records format 3 (openKV). Each step can be interrupted
+// and is finished by the next Open.
 //
 // Open checks all of it before raft sees any of it, because raft's own
 // reactions to damage are silent or fatal: it skips a snapshot whose
@@ -58,7 +63,7 @@ const (
 	raftDBName     = "raft.db"
 	raftLogDir     = "raft-log"
 	snapshotsDir   = "snapshots"
-	formatVersion  = 2
+	formatVersion  = 3
 	boltOpenTimout = time.Second
 )
 
@@ -124,7 +129,7 @@ func syncDir(dir string) error { return fsutil.SyncDir(dir) }
 
 // cleanDir removes what a failed Restore wrote.
 func cleanDir(dir string) {
-	for _, name := range []string{manifestName, manifestName + ".tmp", raftDBName, raftLogDir, raftLogDir + ".tmp", snapshotsDir} {
+	for _, name := range []string{manifestName, manifestName + ".tmp", raftDBName, raftLogDir, raftLogDir + ".tmp", snapshotsDir, kvDBName, kvDBName + kvDBTmpSuffix, kvDBInstallName, kvDBInstallName + kvDBTmpSuffix} {
 		os.RemoveAll(filepath.Join(dir, name))
 	}
 }
@@ -252,7 +257,7 @@ func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *r
 		if err := migrateLog(dbPath, logPath, st.hasLogs, o); err != nil {
 			return nil, nil, nil, fmt.Errorf("accord: moving the raft log out of %s: %w", dbPath, err)
 		}
-		m.Format = formatVersion
+		m.Format = 2
 		if err := writeManifest(dir, m); err != nil {
 			return nil, nil, nil, fmt.Errorf("accord: open: %w", err)
 		}
@@ -452,8 +457,11 @@ func checkBucket(b *bbolt.Bucket) error {
 
 // snapInfo is what checkSnapshots learns about the newest snapshot.
 type snapInfo struct {
-	meta raft.SnapshotMeta
-	dir  string
+	meta    raft.SnapshotMeta
+	dir     string
+	kind    int  // stateMarker, stateBolt or stateLegacy (snapshot.go)
+	missing bool // state.bin is missing: moved into kv.db by an interrupted restore
+	stale   bool // state.bin is a marker, meta.json still describes the data it replaced
 }
 
 // snapshotNameOrder reads the term and index from a snapshot directory
@@ -497,6 +505,7 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 		dir   string
 		order raft.SnapshotMeta // term and index from the directory name
 		err   error
+		meta  *raft.SnapshotMeta // the metadata, when only state.bin is missing
 	}
 	var partials []partial
 	for _, e := range entries {
@@ -507,7 +516,7 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 		b, err := os.ReadFile(filepath.Join(sd, "meta.json"))
 		if errors.Is(err, fs.ErrNotExist) {
 			if m, ok := snapshotNameOrder(e.Name()); ok {
-				partials = append(partials, partial{sd, m, &CorruptError{Path: sd, Reason: "snapshot metadata unreadable", Err: err}})
+				partials = append(partials, partial{sd, m, &CorruptError{Path: sd, Reason: "snapshot metadata unreadable", Err: err}, nil})
 				continue
 			}
 		}
@@ -521,13 +530,20 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 		}
 		fi, err := os.Stat(filepath.Join(sd, "state.bin"))
 		if errors.Is(err, fs.ErrNotExist) {
-			partials = append(partials, partial{sd, fm, &CorruptError{Path: sd, Reason: "snapshot data missing", Err: err}})
+			partials = append(partials, partial{sd, fm, &CorruptError{Path: sd, Reason: "snapshot data missing", Err: err}, &fm})
 			continue
 		}
 		if err != nil {
 			return nil, &CorruptError{Path: sd, Reason: "snapshot data missing", Err: err}
 		}
 		if fi.Size() != fm.Size {
+			if head, _ := readHead(filepath.Join(sd, "state.bin"), 64); func() bool { _, ok := parseLiveMarker(head); return ok }() {
+				// A marker written over the data of a restored snapshot
+				// before its metadata (rewriteAsMarker): openKV rewrites
+				// both once kv.db is found to hold the snapshot.
+				all = append(all, &snapInfo{meta: fm, dir: sd, kind: stateMarker, stale: true})
+				continue
+			}
 			return nil, &CorruptError{Path: filepath.Join(sd, "state.bin"), Reason: fmt.Sprintf("snapshot data is %d bytes, metadata says %d", fi.Size(), fm.Size)}
 		}
 		crcs[fm.ID] = crc.CRC
@@ -546,6 +562,13 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 	sort.Slice(all, func(i, j int) bool { return newer(all[i].meta, all[j].meta) })
 	for _, p := range partials {
 		if len(all) == 0 || !newer(all[0].meta, p.order) {
+			if p.meta != nil && (len(all) == 0 || newer(*p.meta, all[0].meta)) {
+				// The newest snapshot's data was moved into kv.db by a
+				// restore that a crash interrupted before it wrote the
+				// marker: openKV decides from kv.db's index.
+				all = append([]*snapInfo{{meta: *p.meta, dir: p.dir, missing: true}}, all...)
+				continue
+			}
 			return nil, p.err
 		}
 		// Finish the interrupted reap, so that it is not met again.
@@ -557,6 +580,9 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 		return nil, nil
 	}
 	newest := all[0]
+	if newest.missing || newest.stale {
+		return newest, nil
+	}
 	f, err := os.Open(filepath.Join(newest.dir, "state.bin"))
 	if err != nil {
 		return nil, &CorruptError{Path: newest.dir, Reason: "snapshot data unreadable", Err: err}
@@ -572,8 +598,27 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	if _, err := readSnapshot(f); err != nil {
-		return nil, &CorruptError{Path: filepath.Join(newest.dir, "state.bin"), Reason: "snapshot content is invalid", Err: err}
+	head, err := readHead(f.Name(), 64)
+	if err != nil {
+		return nil, &CorruptError{Path: newest.dir, Reason: "snapshot data unreadable", Err: err}
+	}
+	newest.kind = stateKind(head)
+	statePath := filepath.Join(newest.dir, "state.bin")
+	switch newest.kind {
+	case stateMarker:
+		if _, ok := parseLiveMarker(head); !ok {
+			return nil, &CorruptError{Path: statePath, Reason: "snapshot marker is invalid"}
+		}
+	case stateLegacy:
+		if _, err := readSnapshot(f); err != nil {
+			return nil, &CorruptError{Path: statePath, Reason: "snapshot content is invalid", Err: err}
+		}
+	case stateBolt:
+		if err := verifySnapshotFile(statePath); err != nil {
+			return nil, &CorruptError{Path: statePath, Reason: "snapshot content is invalid", Err: err}
+		}
+	default:
+		return nil, &CorruptError{Path: statePath, Reason: "snapshot content is of no known kind"}
 	}
 	return newest, nil
 }
@@ -675,35 +720,6 @@ func decodeConfiguration(b []byte) (c raft.Configuration, err error) {
 	}()
 	return raft.DecodeConfiguration(b), nil
 }
-
-// snapStore wraps raft's file snapshot store so that raft restores the
-// newest snapshot or nothing (never silently an older one: checkSnapshots
-// has already refused a damaged newest one), and so that the FSM learns the
-// index of the snapshot it restores.
-type snapStore struct{ *raft.FileSnapshotStore }
-
-func (s snapStore) List() ([]*raft.SnapshotMeta, error) {
-	l, err := s.FileSnapshotStore.List()
-	if len(l) > 1 {
-		l = l[:1]
-	}
-	return l, err
-}
-
-func (s snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
-	meta, rc, err := s.FileSnapshotStore.Open(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	return meta, &indexedReader{ReadCloser: rc, index: meta.Index}, nil
-}
-
-type indexedReader struct {
-	io.ReadCloser
-	index uint64
-}
-
-func (r *indexedReader) snapshotIndex() uint64 { return r.index }
 
 // diskGuard keeps writes off a full disk (Options.MinFreeDiskBytes). It
 // checks the file system of the data directory every diskCheckInterval,
@@ -1015,4 +1031,139 @@ func (rs *raftStore) Get(k []byte) (v []byte, err error) {
 func (rs *raftStore) GetUint64(k []byte) (v uint64, err error) {
 	err = rs.read(func() (e error) { v, e = rs.stable.GetUint64(k); return })
 	return v, err
+}
+
+// openKV checks and opens kv.db against the newest snapshot, finishing
+// whatever a crash interrupted: a snapshot swap (kv.db.install), a
+// migration from format 2 (kv.db built from the newest ACCORDSNAP
+// snapshot), a restore whose marker was not yet written. The rule it keeps:
+// kv.db must hold at least every entry of the newest snapshot, because
+// raft's log may have been trimmed up to it. A kv.db that does not, or is
+// missing while a snapshot says the data is kv.db, is refused. Without a
+// snapshot, a missing kv.db is created empty: raft replays the whole log.
+func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvState, *backend, error) {
+	path := filepath.Join(dir, kvDBName)
+	for _, left := range []string{path + kvDBTmpSuffix, path + kvDBDefragSuffix, path + kvDBInstallName[len(kvDBName):] + kvDBTmpSuffix} {
+		// A file a crash left half made (the original is intact).
+		if err := os.Remove(left); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
+		}
+	}
+	install := filepath.Join(dir, kvDBInstallName)
+	if _, err := os.Stat(install); err == nil {
+		// A verified snapshot was being swapped in.
+		if err := finishInstall(install, bo); err != nil {
+			return nil, nil, err
+		}
+		if err := os.Rename(install, path); err != nil {
+			return nil, nil, err
+		}
+		if err := syncDir(dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	exists := func() bool { _, err := os.Stat(path); return err == nil }
+	var snapIndex uint64
+	if snap != nil {
+		snapIndex = snap.meta.Index
+	}
+	if snap != nil && (snap.kind == stateBolt || snap.kind == stateLegacy) {
+		// The snapshot holds data: a leader's kv.db that was not restored
+		// yet, or a format-2 snapshot. Take it unless kv.db is past it.
+		ci := uint64(0)
+		if exists() {
+			st, err := peekKV(path, bo)
+			if err != nil {
+				return nil, nil, err
+			}
+			ci = st
+		}
+		if !exists() || ci < snapIndex {
+			if err := installSnapshotData(dir, snap, bo); err != nil {
+				return nil, nil, err
+			}
+		}
+		snap.kind = stateMarker
+		snap.stale = true
+	}
+	if snap == nil && !exists() {
+		if err := createKVFile(path, bo); err != nil {
+			return nil, nil, err
+		}
+	}
+	if !exists() {
+		return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("missing: the newest snapshot (index %d) says the state is kept there", snapIndex)}
+	}
+	nks, st, be, err := openKeyspace(path, &ks.mu, bo)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.index < snapIndex {
+		be.close()
+		return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("holds raft entries up to %d, older than the newest snapshot (%d): acknowledged writes would be missing", st.index, snapIndex)}
+	}
+	if snap != nil && (snap.missing || snap.stale) {
+		if err := rewriteAsMarker(snap.dir, snapIndex, bo.noSync); err != nil {
+			be.close()
+			return nil, nil, err
+		}
+	}
+	ks.adopt(nks)
+	return st, be, nil
+}
+
+// peekKV returns the raft index kv.db at path holds.
+func peekKV(path string, bo *backendOptions) (uint64, error) {
+	db, err := openKVBolt(path, bo)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var ci uint64
+	err = db.View(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return &CorruptError{Path: path, Reason: "not a key-value file (no meta bucket)"}
+		}
+		if v := meta.Get(metaConsistentIndex); len(v) == 8 {
+			ci = binary.BigEndian.Uint64(v)
+		} else if v != nil {
+			return &CorruptError{Path: path, Reason: "bad consistent_index"}
+		}
+		return nil
+	})
+	return ci, err
+}
+
+// installSnapshotData makes kv.db from the data of snapshot snap (already
+// verified by checkSnapshots).
+func installSnapshotData(dir string, snap *snapInfo, bo *backendOptions) error {
+	state := filepath.Join(snap.dir, "state.bin")
+	install := filepath.Join(dir, kvDBInstallName)
+	switch snap.kind {
+	case stateLegacy:
+		f, err := os.Open(state)
+		if err != nil {
+			return err
+		}
+		st, err := readSnapshot(f)
+		f.Close()
+		if err != nil {
+			return &CorruptError{Path: state, Reason: "snapshot content is invalid", Err: err}
+		}
+		if err := buildKVFile(install, bo, func(tx *bbolt.Tx) error { return fillLegacy(tx, st, snap.meta.Index, snap.meta.Term) }); err != nil {
+			return err
+		}
+	case stateBolt:
+		if err := os.Rename(state, install); err != nil {
+			return err
+		}
+	}
+	if err := finishInstall(install, bo); err != nil {
+		return err
+	}
+	if err := os.Rename(install, filepath.Join(dir, kvDBName)); err != nil {
+		return err
+	}
+	return syncDir(dir)
 }

@@ -107,6 +107,13 @@ var (
 	// once space is freed.
 	ErrNoSpace = errors.New("accord: disk full: no space left for the raft log")
 
+	// ErrSpaceExceeded is returned by writes that add data (Put, a Txn
+	// with a put, Grant) while a member has a NOSPACE alarm: its kv.db
+	// passed Options.QuotaBytes. Nothing was written. Compact and
+	// Defragment to get space back, then DisarmAlarm (etcd's "mvcc:
+	// database space exceeded").
+	ErrSpaceExceeded = errors.New("accord: database space exceeded")
+
 	// ErrConflict is returned by Var.CompareAndSet when the key (or prefix)
 	// changed after the given revision: nothing was written. Read the Var
 	// again and retry.

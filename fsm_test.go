@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -11,9 +12,13 @@ import (
 	"github.com/accordkv/accord/internal/wire"
 )
 
-func newTestFSM() *fsm {
-	ks := newKeyspace()
-	return newFSM(slog.New(slog.NewTextHandler(io.Discard, nil)), ks, newWatchHub(ks), newLessor())
+func newTestFSM(t testing.TB) *fsm {
+	ks := newTestKeyspace(t)
+	st := &kvState{members: map[string]memberAttrs{}}
+	f := newFSM(slog.New(slog.NewTextHandler(io.Discard, nil)), ks, st, newWatchHub(ks), newLessor(), filepath.Dir(ks.be.path), testBackendOptions())
+	// A Restore swaps in a backend of its own.
+	t.Cleanup(func() { f.ks.be.close() })
+	return f
 }
 
 func cmdLog(t *testing.T, index uint64, c *wire.Command) *raft.Log {
@@ -33,7 +38,7 @@ func putCmd(key, value string) *wire.Command {
 // type or codec version) and an undecodable entry are answered with an
 // error, change nothing, and do not stop later entries from applying.
 func TestFSMVersionGate(t *testing.T) {
-	f := newTestFSM()
+	f := newTestFSM(t)
 	logs := []*raft.Log{
 		cmdLog(t, 1, putCmd("a", "1")),
 		{Index: 2, Term: 1, Type: raft.LogCommand, Data: []byte{wire.CodecVersion, 200, 1, 2, 3}}, // future command type
@@ -71,7 +76,7 @@ func TestFSMVersionGate(t *testing.T) {
 // TestFSMBatchPublishesBeforeCompaction: events of a revision compacted
 // later in the same batch still reach synced watchers.
 func TestFSMBatchPublishesBeforeCompaction(t *testing.T) {
-	f := newTestFSM()
+	f := newTestFSM(t)
 	w := &watcher{key: "a", end: "\x00", in: make(chan WatchResponse, 8), wake: make(chan struct{}, 1)}
 	f.hub.register(w, 0)
 	f.ApplyBatch([]*raft.Log{

@@ -76,8 +76,13 @@ type Status struct {
 	AppliedIndex    uint64 // last log index applied to this member's state
 	Revision        int64  // current revision of this member's state
 	CompactRevision int64
-	DBSize          int64  // approximate bytes held by the keyspace
-	Version         string // this member's version
+	DBSize          int64 // size of this member's kv.db (etcd's dbSize)
+	// DBSizeInUse is the part of kv.db that holds data; the rest is free
+	// pages that Defragment gives back (etcd's dbSizeInUse).
+	DBSizeInUse int64
+	QuotaBytes  int64   // Options.QuotaBytes (etcd's dbSizeQuota)
+	Alarms      []Alarm // the cluster's active alarms, as this member applied them
+	Version     string  // this member's version
 	// ClusterVersion is the lowest version among the members: with gossip,
 	// those gossip shows alive; without, those that answered.
 	ClusterVersion string
@@ -370,6 +375,9 @@ func (s *Store) Status(ctx context.Context) (*Status, error) {
 	}
 	ws := s.localStatus()
 	st := statusFromWire(&ws)
+	_, st.DBSizeInUse = s.ks.Sizes()
+	st.QuotaBytes = s.opts.QuotaBytes
+	st.Alarms = s.fsm.alarmList()
 	if addr, id := s.leader(); id == st.Leader {
 		st.LeaderAddr = addr // not on the wire: only this member's view has it
 	}
@@ -420,7 +428,7 @@ func (s *Store) localStatus() wire.Status {
 		AppliedIndex:    s.fsm.applied.load(),
 		Revision:        rev,
 		CompactRevision: compacted,
-		DBSize:          s.ks.Size(),
+		DBSize:          dbSize(s.ks),
 		Version:         s.opts.Version,
 		IsLearner:       learner,
 	}

@@ -12,97 +12,103 @@ import (
 	"github.com/accordkv/accord/internal/wire"
 )
 
-// This file is the in-memory multi-version keyspace. It is a pure data
-// structure: it knows nothing of raft, watches or leases beyond a callback
-// that says whether a lease exists. fsm.go drives every write; readers call
-// the range and history methods concurrently.
+// This file is the multi-version keyspace. It knows nothing of raft,
+// watches or leases beyond a callback that says whether a lease exists.
+// fsm.go drives every write; readers call the range and history methods
+// concurrently.
 //
-// Model. Every key has a history: its versions in increasing revision
-// order, the last of which is a tombstone if the key is currently deleted.
-// Versions are immutable once written: a write appends, compaction builds a
-// new shorter slice. That makes a point-in-time snapshot a copy of slice
-// headers (see view), taken under the read lock in O(keys).
-//
-// Besides the per-key histories, the keyspace keeps the change log by
-// revision (events), the input of watch catch-up. It is derived data: it
-// holds exactly the versions with a revision >= the compacted revision,
-// ordered by (revision, position in the transaction), so it is rebuilt from
-// the histories on restore rather than stored in snapshots.
+// Model. Every version of every key is a record in kv.db (backend.go),
+// keyed by its revision: the main revision of the transaction that wrote it
+// and its position (sub) in that transaction; a delete writes a tombstone.
+// In memory there is only the index: for every key, the revisions of its
+// retained versions in increasing order. A read finds the revision in the
+// index and the record in the backend. Versions are immutable once
+// written, so the index and the file only ever grow at the end, until
+// compaction removes what is below the compacted revision.
 
-// version is one version of one key. Its fields never change once the
-// version is visible to readers.
-type version struct {
-	rev    int64 // mod revision
-	create int64 // create revision; 0 for a tombstone
-	ver    int64 // version; 0 for a tombstone
-	lease  int64
-	value  []byte
-	sub    int32 // position of the write within its transaction
-	tomb   bool
+// revision identifies one version: the main revision of its transaction,
+// its position in it, and whether it is a tombstone.
+type revision struct {
+	main int64
+	sub  int32
+	tomb bool
 }
 
-// keyHist is the history of one key, ascending by rev.
-type keyHist struct {
-	key string
-	vs  []version
+// keyIndex holds the revisions of one key's retained versions, ascending.
+// A tombstone ends a generation of the key; a later put starts a new one.
+type keyIndex struct {
+	key  string
+	revs []revision
 }
 
-// at returns the live version of the key at revision rev, or nil if the key
-// did not exist then.
-func (h *keyHist) at(rev int64) *version {
-	n := len(h.vs)
+// at returns the live version of the key at revision rev.
+func (k *keyIndex) at(rev int64) (revision, bool) {
+	n := len(k.revs)
 	if n == 0 {
-		return nil
+		return revision{}, false
 	}
-	var i int
-	if h.vs[n-1].rev <= rev {
-		i = n - 1
-	} else {
-		i = sort.Search(n, func(i int) bool { return h.vs[i].rev > rev }) - 1
+	i := n - 1
+	if k.revs[i].main > rev {
+		i = sort.Search(n, func(i int) bool { return k.revs[i].main > rev }) - 1
 		if i < 0 {
-			return nil
+			return revision{}, false
 		}
 	}
-	if h.vs[i].tomb {
-		return nil
+	if k.revs[i].tomb {
+		return revision{}, false
 	}
-	return &h.vs[i]
+	return k.revs[i], true
 }
 
-// latest returns the current live version, or nil.
-func (h *keyHist) latest() *version { return h.at(math.MaxInt64) }
+// latest returns the current live version.
+func (k *keyIndex) latest() (revision, bool) { return k.at(math.MaxInt64) }
 
-func keyHistLess(a, b *keyHist) bool { return a.key < b.key }
+// before returns the version just before main revision rev, if it is live
+// (the previous value an event at rev replaced).
+func (k *keyIndex) before(rev int64) (revision, bool) {
+	i := sort.Search(len(k.revs), func(i int) bool { return k.revs[i].main >= rev }) - 1
+	if i < 0 || k.revs[i].tomb {
+		return revision{}, false
+	}
+	return k.revs[i], true
+}
+
+func keyIndexLess(a, b *keyIndex) bool { return a.key < b.key }
 
 // revEvents are the events of one revision in transaction order.
 type revEvents struct {
 	rev    int64
-	events []Event // PrevKV is always filled when the key existed before
+	events []Event // PrevKV is filled when the key existed before, if asked for
 }
 
 // keyspace is the multi-version store.
 //
 // Lock order: keyspace.mu is the innermost lock. It may be taken while
 // holding fsm.mu or watchHub.mu; nothing takes another lock while holding
-// it.
+// it, except the backend's committer bookkeeping (backend.mu).
 type keyspace struct {
-	mu sync.RWMutex // guards every field below
+	mu sync.RWMutex // guards every field below, and the backend's batches
 
 	rev        int64 // current revision; 1 on an empty store
 	compactRev int64 // revisions below this are gone; 0 = never compacted
-	keys       map[string]*keyHist
-	index      *btree.BTreeG[*keyHist]
-	events     []revEvents // ascending by rev; only revisions >= compactRev
-	size       int64       // approximate bytes held, for Status
-	live       int64       // keys whose latest version is not a deletion
+	keys       map[string]*keyIndex
+	index      *btree.BTreeG[*keyIndex]
+	be         *backend
+	live       int64 // keys whose latest version is not a deletion
 }
 
 func newKeyspace() *keyspace {
 	return &keyspace{
 		rev:   1,
-		keys:  make(map[string]*keyHist),
-		index: btree.NewG[*keyHist](32, keyHistLess),
+		keys:  make(map[string]*keyIndex),
+		index: btree.NewG[*keyIndex](32, keyIndexLess),
 	}
+}
+
+// adopt takes the contents of a keyspace loaded from kv.db (openKeyspace).
+// The caller holds ks.mu for writing, or ks is not shared yet.
+func (ks *keyspace) adopt(o *keyspace) {
+	ks.rev, ks.compactRev, ks.keys, ks.index, ks.be, ks.live = o.rev, o.compactRev, o.keys, o.index, o.be, o.live
 }
 
 // Rev returns the current revision.
@@ -119,23 +125,53 @@ func (ks *keyspace) Revs() (rev, compacted int64) {
 	return ks.rev, ks.compactRev
 }
 
-// Size returns the approximate number of bytes the keyspace holds.
-func (ks *keyspace) Size() int64 {
+// Sizes returns the size of kv.db and the part of it in use.
+func (ks *keyspace) Sizes() (size, inUse int64) {
 	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	return ks.size
+	be := ks.be
+	ks.mu.RUnlock()
+	return be.sizes()
 }
 
-// Stats returns the number of live keys and the approximate size.
+// Stats returns the number of live keys and the size of kv.db.
 func (ks *keyspace) Stats() (keys, size int64) {
 	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	return ks.live, ks.size
+	keys, be := ks.live, ks.be
+	ks.mu.RUnlock()
+	size, _ = be.sizes()
+	return keys, size
 }
 
-func versionSize(key string, v *version) int64 { return int64(len(key)+len(v.value)) + 48 }
+// kv reads the version r of key from the backend. The value is copied:
+// the record's memory is valid only while ks.mu is held. keysOnly leaves
+// the value out. Called with ks.mu held.
+func (ks *keyspace) kv(key string, r revision, keysOnly bool) (KeyValue, error) {
+	rec, err := ks.be.get(r)
+	if err != nil {
+		return KeyValue{}, err
+	}
+	k, kv, err := decodeKVRecord(rec)
+	if err != nil || string(k) != key || kv.ModRevision != r.main {
+		return KeyValue{}, &CorruptError{Path: ks.be.path, Reason: "record of key " + quoteKey(key) + " does not match the index", Err: err}
+	}
+	kv.Key = key
+	if keysOnly {
+		kv.Value = nil
+	} else {
+		kv.Value = cloneBytes(kv.Value)
+	}
+	return kv, nil
+}
 
-// Range serves a read. Revision 0 means the current revision.
+func quoteKey(k string) string {
+	if len(k) > 64 {
+		k = k[:64] + "..."
+	}
+	return `"` + k + `"`
+}
+
+// Range serves a read. Revision 0 means the current revision. The result
+// is the caller's own.
 func (ks *keyspace) Range(req *wire.RangeRequest) (*GetResponse, error) {
 	ks.mu.RLock()
 	defer ks.mu.RUnlock()
@@ -147,7 +183,9 @@ func (ks *keyspace) Range(req *wire.RangeRequest) (*GetResponse, error) {
 		return nil, err
 	}
 	resp := &GetResponse{Revision: ks.rev}
-	ks.rangeLocked(req, rev, resp)
+	if err := ks.rangeLocked(req, rev, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 
@@ -161,36 +199,27 @@ func (ks *keyspace) checkRevLocked(rev, current int64) error {
 	return nil
 }
 
-// ascend calls fn for every key history in the range [key, end) (with
-// etcd's conventions for an empty end and "\x00") until fn returns false.
-func (ks *keyspace) ascend(key, end string, fn func(h *keyHist) bool) {
+// ascend calls fn for every key in the range [key, end) (with etcd's
+// conventions for an empty end and "\x00") until fn returns false.
+func (ks *keyspace) ascend(key, end string, fn func(k *keyIndex) bool) {
 	if end == "" {
-		if h := ks.keys[key]; h != nil {
-			fn(h)
+		if k := ks.keys[key]; k != nil {
+			fn(k)
 		}
 		return
 	}
 	if end == "\x00" {
-		ks.index.AscendGreaterOrEqual(&keyHist{key: key}, fn)
+		ks.index.AscendGreaterOrEqual(&keyIndex{key: key}, fn)
 		return
 	}
 	if end <= key {
 		return
 	}
-	ks.index.AscendRange(&keyHist{key: key}, &keyHist{key: end}, fn)
+	ks.index.AscendRange(&keyIndex{key: key}, &keyIndex{key: end}, fn)
 }
 
-func toKV(key string, v *version, keysOnly bool) KeyValue {
-	kv := KeyValue{Key: key, CreateRevision: v.create, ModRevision: v.rev, Version: v.ver, Lease: LeaseID(v.lease)}
-	if !keysOnly {
-		kv.Value = v.value
-	}
-	return kv
-}
-
-// rangeLocked fills resp for req read at rev. Returned values alias the
-// store's immutable memory; the public read path copies them.
-func (ks *keyspace) rangeLocked(req *wire.RangeRequest, rev int64, resp *GetResponse) {
+// rangeLocked fills resp for req read at rev.
+func (ks *keyspace) rangeLocked(req *wire.RangeRequest, rev int64, resp *GetResponse) error {
 	order, target := req.SortOrder, req.SortTarget
 	if target != wire.SortByKey && order == wire.SortNone {
 		order = wire.SortAscend // etcd: a non-key target without order ascends
@@ -209,23 +238,29 @@ func (ks *keyspace) rangeLocked(req *wire.RangeRequest, rev int64, resp *GetResp
 	// them after sorting).
 	stripLate := req.KeysOnly && target == wire.SortByValue
 	var count int64
-	ks.ascend(req.Key, req.RangeEnd, func(h *keyHist) bool {
-		v := h.at(rev)
-		if v == nil {
+	var err error
+	ks.ascend(req.Key, req.RangeEnd, func(k *keyIndex) bool {
+		r, ok := k.at(rev)
+		if !ok {
 			return true
 		}
-		count++
-		if req.CountOnly {
+		count++ // the whole range, whatever the filters and the limit
+		if req.CountOnly || (collectLimit > 0 && int64(len(resp.KVs)) >= collectLimit) {
+			return true // counted, not read
+		}
+		var kv KeyValue
+		if kv, err = ks.kv(k.key, r, req.KeysOnly && !stripLate); err != nil {
+			return false
+		}
+		if filtered && !passFilters(req, &kv) {
 			return true
 		}
-		if filtered && !passFilters(req, v) {
-			return true
-		}
-		if collectLimit == 0 || int64(len(resp.KVs)) < collectLimit {
-			resp.KVs = append(resp.KVs, toKV(h.key, v, req.KeysOnly && !stripLate))
-		}
+		resp.KVs = append(resp.KVs, kv)
 		return true
 	})
+	if err != nil {
+		return err
+	}
 	resp.Count = count
 	if !native {
 		sortKVs(resp.KVs, target, order)
@@ -239,19 +274,20 @@ func (ks *keyspace) rangeLocked(req *wire.RangeRequest, rev int64, resp *GetResp
 		resp.KVs = resp.KVs[:req.Limit]
 		resp.More = true
 	}
+	return nil
 }
 
-func passFilters(req *wire.RangeRequest, v *version) bool {
-	if req.MinModRev != 0 && v.rev < req.MinModRev {
+func passFilters(req *wire.RangeRequest, kv *KeyValue) bool {
+	if req.MinModRev != 0 && kv.ModRevision < req.MinModRev {
 		return false
 	}
-	if req.MaxModRev != 0 && v.rev > req.MaxModRev {
+	if req.MaxModRev != 0 && kv.ModRevision > req.MaxModRev {
 		return false
 	}
-	if req.MinCreateRev != 0 && v.create < req.MinCreateRev {
+	if req.MinCreateRev != 0 && kv.CreateRevision < req.MinCreateRev {
 		return false
 	}
-	if req.MaxCreateRev != 0 && v.create > req.MaxCreateRev {
+	if req.MaxCreateRev != 0 && kv.CreateRevision > req.MaxCreateRev {
 		return false
 	}
 	return true
@@ -301,18 +337,16 @@ func cmpInt(a, b int64) int {
 // attaches a key to it.
 type leaseChecker func(id int64) bool
 
-// undoEntry restores one key's history if a transaction fails halfway.
+// undoEntry restores one key's index if a transaction fails halfway.
 type undoEntry struct {
-	h       *keyHist
-	created bool    // h was added by this transaction
-	prev    version // for replaced: the version overwritten
-	replace bool
+	k       *keyIndex
+	created bool // k was added by this transaction
 }
 
-// txnExec applies one write transaction. It writes straight into the
-// histories at revision rev (= current + 1), so that later operations see
-// earlier ones, and keeps an undo log so that an operation failing halfway
-// leaves the keyspace exactly as it was.
+// txnExec applies one write transaction. It writes straight into the index
+// and the backend's current batch at revision rev (= current + 1), so that
+// later operations see earlier ones, and keeps an undo log so that an
+// operation failing halfway leaves the keyspace exactly as it was.
 type txnExec struct {
 	ks      *keyspace
 	leases  leaseChecker
@@ -330,16 +364,15 @@ type txnExec struct {
 // to publish (nil if nothing changed). The caller holds ks.mu for writing.
 func (ks *keyspace) applyTxn(req *wire.TxnRequest, leases leaseChecker) (*TxnResponse, []Event, error) {
 	x := &txnExec{ks: ks, leases: leases, rev: ks.rev + 1}
-	size := ks.size
+	mk, mo, mb := ks.be.mark()
 	resp, err := x.txn(req, 0)
 	if err != nil {
 		x.rollback()
-		ks.size = size // write() counted the undone versions
+		ks.be.rollback(mk, mo, mb)
 		return nil, nil, err
 	}
 	if x.changed {
 		ks.rev = x.rev
-		ks.events = append(ks.events, revEvents{rev: x.rev, events: x.events})
 		// Every put event of version 1 makes a key live and every delete
 		// event ends one, whatever else the transaction did to that key.
 		for i := range x.events {
@@ -375,15 +408,12 @@ func (x *txnExec) rollback() {
 	ks := x.ks
 	for i := len(x.undo) - 1; i >= 0; i-- {
 		u := x.undo[i]
-		switch {
-		case u.created:
-			delete(ks.keys, u.h.key)
-			ks.index.Delete(u.h)
-		case u.replace:
-			u.h.vs[len(u.h.vs)-1] = u.prev
-		default:
-			u.h.vs = u.h.vs[:len(u.h.vs)-1]
+		if u.created {
+			delete(ks.keys, u.k.key)
+			ks.index.Delete(u.k)
+			continue
 		}
+		u.k.revs = u.k.revs[:len(u.k.revs)-1]
 	}
 	x.undo = nil
 	x.events = nil
@@ -395,7 +425,11 @@ func (x *txnExec) txn(req *wire.TxnRequest, depth int) (*TxnResponse, error) {
 	}
 	ok := true
 	for i := range req.Compare {
-		if !x.compare(&req.Compare[i]) {
+		holds, err := x.compare(&req.Compare[i])
+		if err != nil {
+			return nil, err
+		}
+		if !holds {
 			ok = false
 			break
 		}
@@ -426,7 +460,11 @@ func (x *txnExec) txn(req *wire.TxnRequest, depth int) (*TxnResponse, error) {
 			}
 			resp.Responses[i].Put = r
 		case op.DeleteRange != nil:
-			resp.Responses[i].Delete = x.deleteRange(op.DeleteRange)
+			r, err := x.deleteRange(op.DeleteRange)
+			if err != nil {
+				return nil, err
+			}
+			resp.Responses[i].Delete = r
 		case op.Txn != nil:
 			r, err := x.txn(op.Txn, depth+1)
 			if err != nil {
@@ -440,51 +478,56 @@ func (x *txnExec) txn(req *wire.TxnRequest, depth int) (*TxnResponse, error) {
 	return resp, nil
 }
 
-func (x *txnExec) compare(c *wire.Compare) bool {
+func (x *txnExec) compare(c *wire.Compare) (bool, error) {
 	empty := true
 	allHold := true
-	check := func(v *version) bool {
+	var err error
+	x.ks.ascend(c.Key, c.RangeEnd, func(k *keyIndex) bool {
+		// At ks.rev, the revision before this transaction: etcd evaluates
+		// every compare, nested ones included, before any write
+		// (compareToPath), so a nested compare does not see earlier ops.
+		r, ok := k.at(x.ks.rev)
+		if !ok {
+			return true
+		}
+		var kv KeyValue
+		if kv, err = x.ks.kv(k.key, r, c.Target != wire.CmpValue); err != nil {
+			return false
+		}
 		empty = false
-		if !compareVersion(c, v) {
+		if !compareKV(c, &kv) {
 			allHold = false
 			return false
 		}
 		return true
-	}
-	x.ks.ascend(c.Key, c.RangeEnd, func(h *keyHist) bool {
-		// At ks.rev, the revision before this transaction: etcd evaluates
-		// every compare, nested ones included, before any write
-		// (compareToPath), so a nested compare does not see earlier ops.
-		v := h.at(x.ks.rev)
-		if v == nil {
-			return true
-		}
-		return check(v)
 	})
+	if err != nil {
+		return false, err
+	}
 	if empty {
 		if c.Target == wire.CmpValue {
-			return false
+			return false, nil
 		}
-		return compareVersion(c, &version{})
+		return compareKV(c, &KeyValue{}), nil
 	}
-	return allHold
+	return allHold, nil
 }
 
-// compareVersion evaluates c against one version (a zero version stands
-// for a missing key).
-func compareVersion(c *wire.Compare, v *version) bool {
+// compareKV evaluates c against one version (a zero KeyValue stands for a
+// missing key).
+func compareKV(c *wire.Compare, kv *KeyValue) bool {
 	var r int
 	switch c.Target {
 	case wire.CmpValue:
-		r = bytes.Compare(v.value, c.Value)
+		r = bytes.Compare(kv.Value, c.Value)
 	case wire.CmpVersion:
-		r = cmpInt(v.ver, c.Int)
+		r = cmpInt(kv.Version, c.Int)
 	case wire.CmpCreate:
-		r = cmpInt(v.create, c.Int)
+		r = cmpInt(kv.CreateRevision, c.Int)
 	case wire.CmpMod:
-		r = cmpInt(v.rev, c.Int)
+		r = cmpInt(kv.ModRevision, c.Int)
 	case wire.CmpLease:
-		r = cmpInt(v.lease, c.Int)
+		r = cmpInt(int64(kv.Lease), c.Int)
 	default:
 		return false
 	}
@@ -511,28 +554,26 @@ func (x *txnExec) rangeOp(req *wire.RangeRequest) (*GetResponse, error) {
 		return nil, err
 	}
 	resp := &GetResponse{}
-	x.ks.rangeLocked(req, rev, resp)
+	if err := x.ks.rangeLocked(req, rev, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 
-// write appends v to the history of key (creating it if needed).
-func (x *txnExec) write(key string, h *keyHist, v version) {
+// write records version r of key (creating its index entry if needed),
+// with rec, its encoded record.
+func (x *txnExec) write(key string, k *keyIndex, r revision, rec []byte) {
 	ks := x.ks
-	if h == nil {
-		h = &keyHist{key: key, vs: []version{v}}
-		ks.keys[key] = h
-		ks.index.ReplaceOrInsert(h)
-		x.undo = append(x.undo, undoEntry{h: h, created: true})
-	} else if n := len(h.vs); n > 0 && h.vs[n-1].rev == x.rev {
-		// A second write to one key in one transaction: only reachable from
-		// a command that skipped validation. Keep the last write.
-		x.undo = append(x.undo, undoEntry{h: h, replace: true, prev: h.vs[n-1]})
-		h.vs[n-1] = v
+	if k == nil {
+		k = &keyIndex{key: key, revs: []revision{r}}
+		ks.keys[key] = k
+		ks.index.ReplaceOrInsert(k)
+		x.undo = append(x.undo, undoEntry{k: k, created: true})
 	} else {
-		h.vs = append(h.vs, v)
-		x.undo = append(x.undo, undoEntry{h: h})
+		k.revs = append(k.revs, r)
+		x.undo = append(x.undo, undoEntry{k: k})
 	}
-	ks.size += versionSize(key, &v)
+	ks.be.putKV(r, rec)
 	x.changed = true
 }
 
@@ -540,12 +581,6 @@ func (x *txnExec) put(req *wire.PutRequest) (*PutResponse, error) {
 	if req.Key == "" {
 		return nil, ErrEmptyKey
 	}
-	h := x.ks.keys[req.Key]
-	var cur *version
-	if h != nil {
-		cur = h.latest()
-	}
-	value, lease := req.Value, req.Lease
 	// etcd rejects the request (checkPutRequest) before it looks at the key.
 	if req.IgnoreValue && len(req.Value) != 0 {
 		return nil, ErrValueProvided
@@ -553,68 +588,131 @@ func (x *txnExec) put(req *wire.PutRequest) (*PutResponse, error) {
 	if req.IgnoreLease && req.Lease != 0 {
 		return nil, ErrLeaseProvided
 	}
+	k := x.ks.keys[req.Key]
+	var cur *KeyValue
+	if k != nil {
+		// A second write to one key in one transaction (only reachable
+		// from a command that skipped validation) is appended at the same
+		// main revision: the last one wins, as it always has.
+		if r, ok := k.latest(); ok {
+			kv, err := x.ks.kv(req.Key, r, false)
+			if err != nil {
+				return nil, err
+			}
+			cur = &kv
+		}
+	}
+	value, lease := req.Value, req.Lease
 	if req.IgnoreValue || req.IgnoreLease {
 		if cur == nil {
 			return nil, ErrKeyNotFound
 		}
 		if req.IgnoreValue {
-			value = cur.value
+			value = cur.Value
 		}
 		if req.IgnoreLease {
-			lease = cur.lease
+			lease = int64(cur.Lease)
 		}
 	}
 	if lease != 0 && (x.leases == nil || !x.leases(lease)) {
 		return nil, ErrLeaseNotFound
 	}
-	nv := version{rev: x.rev, sub: x.sub, lease: lease, value: value, create: x.rev, ver: 1}
-	x.sub++
+	nv := KeyValue{Key: req.Key, CreateRevision: x.rev, ModRevision: x.rev, Version: 1, Value: value, Lease: LeaseID(lease)}
 	resp := &PutResponse{}
 	ev := Event{Type: EventPut}
 	if cur != nil {
-		prev := toKV(req.Key, cur, false)
-		nv.create, nv.ver = cur.create, cur.ver+1
-		ev.PrevKV = &prev
+		nv.CreateRevision, nv.Version = cur.CreateRevision, cur.Version+1
+		ev.PrevKV = cur
 		if req.PrevKV {
-			resp.PrevKV = &prev
+			p := *cur
+			resp.PrevKV = &p
 		}
 	}
-	x.write(req.Key, h, nv)
-	ev.KV = toKV(req.Key, &nv, false)
+	r := revision{main: x.rev, sub: x.sub}
+	x.sub++
+	x.write(req.Key, k, r, appendKVRecord(nil, req.Key, &nv))
+	ev.KV = nv
 	x.events = append(x.events, ev)
 	return resp, nil
 }
 
-func (x *txnExec) deleteRange(req *wire.DeleteRangeRequest) *DeleteResponse {
+func (x *txnExec) deleteRange(req *wire.DeleteRangeRequest) (*DeleteResponse, error) {
 	resp := &DeleteResponse{}
-	var hs []*keyHist
-	x.ks.ascend(req.Key, req.RangeEnd, func(h *keyHist) bool {
-		if h.latest() != nil {
-			hs = append(hs, h)
+	type victim struct {
+		k *keyIndex
+		r revision
+	}
+	var vs []victim
+	x.ks.ascend(req.Key, req.RangeEnd, func(k *keyIndex) bool {
+		if r, ok := k.latest(); ok {
+			vs = append(vs, victim{k, r})
 		}
 		return true
 	})
-	for _, h := range hs {
-		cur := h.latest()
-		prev := toKV(h.key, cur, false)
-		x.write(h.key, h, version{rev: x.rev, sub: x.sub, tomb: true})
+	for _, v := range vs {
+		prev, err := x.ks.kv(v.k.key, v.r, false)
+		if err != nil {
+			return nil, err
+		}
+		r := revision{main: x.rev, sub: x.sub, tomb: true}
 		x.sub++
+		x.write(v.k.key, v.k, r, appendKVRecord(nil, v.k.key, nil))
+		p := prev
 		x.events = append(x.events, Event{
 			Type:   EventDelete,
-			KV:     KeyValue{Key: h.key, ModRevision: x.rev},
-			PrevKV: &prev,
+			KV:     KeyValue{Key: v.k.key, ModRevision: x.rev},
+			PrevKV: &p,
 		})
 		resp.Deleted++
 		if req.PrevKV {
 			resp.PrevKVs = append(resp.PrevKVs, prev)
 		}
 	}
-	return resp
+	return resp, nil
 }
 
-// compact drops history below rev, keeping for every key the version that
-// was current at rev (so reads at rev still work) and every event at rev or
-// later (so a watch can start at rev). The caller holds ks.mu for writing.
+// compactIndex drops from the index every version below rev except, for
+// each key, the one current at rev (so reads at rev still work), and the
+// tombstones at rev (so a watch from rev sees them). It returns the
+// revisions <= rev that remain: the versions a compaction of the file must
+// keep. The caller holds ks.mu for writing.
+func (ks *keyspace) compactIndex(rev int64) map[revision]struct{} {
+	keep := make(map[revision]struct{})
+	var drop []*keyIndex
+	ks.index.Ascend(func(k *keyIndex) bool {
+		// i = index of the last version with main <= rev.
+		i := sort.Search(len(k.revs), func(i int) bool { return k.revs[i].main > rev }) - 1
+		if i < 0 {
+			return true
+		}
+		cut := i
+		if k.revs[i].tomb && k.revs[i].main < rev {
+			cut = i + 1
+		}
+		if cut == len(k.revs) {
+			drop = append(drop, k)
+			return true
+		}
+		if cut > 0 {
+			k.revs = append([]revision(nil), k.revs[cut:]...)
+		}
+		for _, r := range k.revs {
+			if r.main > rev {
+				break
+			}
+			keep[revision{main: r.main, sub: r.sub}] = struct{}{}
+		}
+		return true
+	})
+	for _, k := range drop {
+		delete(ks.keys, k.key)
+		ks.index.Delete(k)
+	}
+	return keep
+}
+
+// compact drops history below rev from the index and schedules the same
+// in the file. The caller holds ks.mu for writing.
 func (ks *keyspace) compact(rev int64) error {
 	if rev <= ks.compactRev {
 		return ErrCompacted
@@ -622,57 +720,23 @@ func (ks *keyspace) compact(rev int64) error {
 	if rev > ks.rev {
 		return ErrFutureRev
 	}
-	var drop []*keyHist
-	ks.index.Ascend(func(h *keyHist) bool {
-		// i = index of the last version with rev <= target.
-		i := sort.Search(len(h.vs), func(i int) bool { return h.vs[i].rev > rev }) - 1
-		if i < 0 {
-			return true
-		}
-		keep := i
-		if h.vs[i].tomb && h.vs[i].rev < rev {
-			keep = i + 1
-		}
-		if keep == 0 {
-			return true
-		}
-		for j := 0; j < keep; j++ {
-			ks.size -= versionSize(h.key, &h.vs[j])
-		}
-		if keep == len(h.vs) {
-			drop = append(drop, h)
-			return true
-		}
-		h.vs = append([]version(nil), h.vs[keep:]...) // new array: snapshots may hold the old one
-		return true
-	})
-	for _, h := range drop {
-		delete(ks.keys, h.key)
-		ks.index.Delete(h)
-	}
-	i := sort.Search(len(ks.events), func(i int) bool { return ks.events[i].rev >= rev })
-	ks.events = append([]revEvents(nil), ks.events[i:]...)
-	if len(ks.events) > 0 && ks.events[0].rev == rev {
-		// The versions before rev are gone, so events at rev lose their
-		// PrevKV: keyspaceFromView cannot rebuild it after a snapshot, and
-		// every replica must replay the same history (etcd, whose PrevKV is
-		// a read at rev-1, omits it too). New slice: watchers may hold the old.
-		evs := slices.Clone(ks.events[0].events)
-		for j := range evs {
-			evs[j].PrevKV = nil
-		}
-		ks.events[0].events = evs
-	}
+	keep := ks.compactIndex(rev)
 	ks.compactRev = rev
+	ks.be.scheduleCompaction(&compactJob{rev: rev, keep: keep})
 	return nil
 }
 
+// historyMaxBytes bounds the bytes one history read gathers (a revision is
+// never split, so one huge revision may go past it).
+const historyMaxBytes = 4 << 20
+
 // history returns the events of revisions [from, upTo] (upTo 0 = current),
 // at most maxRevs revisions, and the last revision covered (which may be
-// beyond the last event when later revisions had no events in the range,
-// i.e. the result is complete up to that revision). It fails with
-// ErrCompacted when from is below the compacted revision.
-func (ks *keyspace) history(from, upTo int64, maxRevs int) ([]revEvents, int64, error) {
+// beyond the last event when later revisions had no events, i.e. the
+// result is complete up to that revision). With prev, events carry the
+// version they replaced. It fails with ErrCompacted when from is below
+// the compacted revision. Values are the caller's own.
+func (ks *keyspace) history(from, upTo int64, maxRevs int, prev bool) ([]revEvents, int64, error) {
 	ks.mu.RLock()
 	defer ks.mu.RUnlock()
 	if from < ks.compactRev {
@@ -684,96 +748,66 @@ func (ks *keyspace) history(from, upTo int64, maxRevs int) ([]revEvents, int64, 
 	if maxRevs <= 0 {
 		maxRevs = math.MaxInt
 	}
-	i := sort.Search(len(ks.events), func(i int) bool { return ks.events[i].rev >= from })
-	j := i
-	for j < len(ks.events) && ks.events[j].rev <= upTo && j-i < maxRevs {
-		j++
+	var out []revEvents
+	size := 0
+	stopped := false
+	add := func(r revision, rec []byte) (bool, error) {
+		if r.main < from {
+			return true, nil
+		}
+		if r.main > upTo {
+			return false, nil
+		}
+		n := len(out)
+		if n == 0 || out[n-1].rev != r.main {
+			if n == maxRevs || size >= historyMaxBytes {
+				stopped = true
+				return false, nil
+			}
+			out = append(out, revEvents{rev: r.main})
+			n++
+		}
+		ev, err := ks.event(r, rec, prev)
+		if err != nil {
+			return false, err
+		}
+		size += len(rec)
+		out[n-1].events = append(out[n-1].events, ev)
+		return true, nil
 	}
-	out := ks.events[i:j:j]
+	if err := ks.be.scan(from, add); err != nil {
+		return nil, 0, err
+	}
 	covered := upTo
-	if j-i == maxRevs && j < len(ks.events) && ks.events[j].rev <= upTo {
-		covered = ks.events[j-1].rev
+	if stopped {
+		covered = out[len(out)-1].rev
 	}
 	return out, covered, nil
 }
 
-// ksView is a point-in-time copy of the keyspace's structure; the version
-// slices it holds are immutable, so it can be read without locks.
-type ksView struct {
-	rev        int64
-	compactRev int64
-	keys       []keyHist
-}
-
-// view captures the keyspace for a snapshot or backup.
-func (ks *keyspace) view() *ksView {
-	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	v := &ksView{rev: ks.rev, compactRev: ks.compactRev, keys: make([]keyHist, 0, ks.index.Len())}
-	ks.index.Ascend(func(h *keyHist) bool {
-		v.keys = append(v.keys, keyHist{key: h.key, vs: h.vs[:len(h.vs):len(h.vs)]})
-		return true
-	})
-	return v
-}
-
-// keyspaceFromView builds a keyspace (including its derived event log)
-// from histories, as restored from a snapshot. The histories must be
-// ascending by key and each ascending by revision.
-func keyspaceFromView(v *ksView) *keyspace {
-	ks := newKeyspace()
-	ks.rev, ks.compactRev = v.rev, v.compactRev
-	type evRef struct {
-		rev int64
-		sub int32
-		ev  Event
+// event turns the record of revision r into an event.
+func (ks *keyspace) event(r revision, rec []byte, prev bool) (Event, error) {
+	key, kv, err := decodeKVRecord(rec)
+	if err != nil {
+		return Event{}, &CorruptError{Path: ks.be.path, Reason: "bad record", Err: err}
 	}
-	var evs []evRef
-	for i := range v.keys {
-		h := &keyHist{key: v.keys[i].key, vs: v.keys[i].vs}
-		ks.keys[h.key] = h
-		ks.index.ReplaceOrInsert(h)
-		if h.latest() != nil {
-			ks.live++
-		}
-		for j := range h.vs {
-			ver := &h.vs[j]
-			ks.size += versionSize(h.key, ver)
-			if ver.rev < ks.compactRev {
-				continue
+	kv.Key = string(key)
+	ev := Event{Type: EventPut, KV: kv}
+	if r.tomb {
+		ev = Event{Type: EventDelete, KV: KeyValue{Key: kv.Key, ModRevision: r.main}}
+	} else {
+		ev.KV.Value = cloneBytes(kv.Value)
+	}
+	if prev {
+		if k := ks.keys[ev.KV.Key]; k != nil {
+			if pr, ok := k.before(r.main); ok {
+				p, err := ks.kv(k.key, pr, false)
+				if err != nil {
+					return Event{}, err
+				}
+				ev.PrevKV = &p
 			}
-			var prev *KeyValue
-			if j > 0 && !h.vs[j-1].tomb {
-				p := toKV(h.key, &h.vs[j-1], false)
-				prev = &p
-			}
-			ev := Event{Type: EventPut, KV: toKV(h.key, ver, false), PrevKV: prev}
-			if ver.tomb {
-				ev = Event{Type: EventDelete, KV: KeyValue{Key: h.key, ModRevision: ver.rev}, PrevKV: prev}
-			}
-			evs = append(evs, evRef{ver.rev, ver.sub, ev})
 		}
 	}
-	slices.SortFunc(evs, func(a, b evRef) int {
-		if c := cmpInt(a.rev, b.rev); c != 0 {
-			return c
-		}
-		return cmpInt(int64(a.sub), int64(b.sub))
-	})
-	for _, e := range evs {
-		if n := len(ks.events); n > 0 && ks.events[n-1].rev == e.rev {
-			ks.events[n-1].events = append(ks.events[n-1].events, e.ev)
-			continue
-		}
-		ks.events = append(ks.events, revEvents{rev: e.rev, events: []Event{e.ev}})
-	}
-	return ks
-}
-
-// replaceWith swaps in the contents of other (used by restore).
-func (ks *keyspace) replaceWith(other *keyspace) {
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	ks.rev, ks.compactRev = other.rev, other.compactRev
-	ks.keys, ks.index, ks.events, ks.size, ks.live = other.keys, other.index, other.events, other.size, other.live
+	return ev, nil
 }

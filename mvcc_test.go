@@ -79,7 +79,7 @@ func mvKeys(kvs []KeyValue) []string {
 
 func mvHistory(t *testing.T, ks *keyspace, from int64) []revEvents {
 	t.Helper()
-	revs, _, err := ks.history(from, 0, math.MaxInt32)
+	revs, _, err := ks.history(from, 0, math.MaxInt32, true)
 	if err != nil {
 		t.Fatalf("history(%d): %v", from, err)
 	}
@@ -93,23 +93,22 @@ func mvKV(key, val string, create, mod, ver, lease int64) KeyValue {
 // mvState is everything observable about a keyspace, deep-copied, to show
 // that a failed transaction leaves no trace.
 type mvState struct {
-	Rev, Compact, Size int64
-	Hists              map[string][]version
-	Index              []string
-	Ranges             map[int64]*GetResponse
-	History            []revEvents
+	Rev, Compact int64
+	Hists        map[string][]revision
+	Index        []string
+	Ranges       map[int64]*GetResponse
+	History      []revEvents
 }
 
 func mvCapture(t *testing.T, ks *keyspace) mvState {
 	t.Helper()
-	st := mvState{Hists: map[string][]version{}, Ranges: map[int64]*GetResponse{}}
+	st := mvState{Hists: map[string][]revision{}, Ranges: map[int64]*GetResponse{}}
 	st.Rev, st.Compact = ks.Revs()
-	st.Size = ks.Size()
 	ks.mu.RLock()
 	for k, h := range ks.keys {
-		st.Hists[k] = slices.Clone(h.vs)
+		st.Hists[k] = slices.Clone(h.revs)
 	}
-	ks.index.Ascend(func(h *keyHist) bool {
+	ks.index.Ascend(func(h *keyIndex) bool {
 		st.Index = append(st.Index, h.key)
 		return true
 	})
@@ -122,7 +121,7 @@ func mvCapture(t *testing.T, ks *keyspace) mvState {
 }
 
 func TestKeyspaceEmptyStartsAtRevisionOne(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	if got := ks.Rev(); got != 1 {
 		t.Fatalf("Rev() = %d, want 1", got)
 	}
@@ -145,7 +144,7 @@ func TestKeyspaceEmptyStartsAtRevisionOne(t *testing.T) {
 }
 
 func TestKeyspaceTxnAddsExactlyOneRevision(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	mvMust(t, ks, mvPut("c", "c1"))                                                   // rev 2
 	mvMust(t, ks, mvPutReq(wire.PutRequest{Key: "d", Value: []byte("d1"), Lease: 7})) // rev 3
 	resp, evs := mvMust(t, ks,
@@ -224,7 +223,7 @@ func TestKeyspaceNoChangeNoRevision(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ks := newKeyspace()
+			ks := newTestKeyspace(t)
 			mvMust(t, ks, mvPut("a", "1"), mvPut("b", "1"))
 			before := mvCapture(t, ks)
 			resp, evs, err := mvApplyTxn(ks, &tc.req, nil)
@@ -245,7 +244,7 @@ func TestKeyspaceNoChangeNoRevision(t *testing.T) {
 }
 
 func TestKeyspaceLaterOpsSeeEarlierWrites(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	mvMust(t, ks, mvPut("a", "old"), mvPut("b", "old"))
 	resp, _ := mvMust(t, ks,
 		mvPut("a", "new"),
@@ -273,7 +272,7 @@ func TestKeyspaceLaterOpsSeeEarlierWrites(t *testing.T) {
 }
 
 func TestKeyspacePutVersioning(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	steps := []struct {
 		name string
 		put  wire.PutRequest
@@ -327,7 +326,7 @@ func mvSamePtrKV(a, b *KeyValue) bool {
 }
 
 func TestKeyspaceDeleteThenRecreate(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	mvMust(t, ks, mvPut("k", "v1")) // 2
 	mvMust(t, ks, mvPut("k", "v2")) // 3
 	resp, evs := mvMust(t, ks, mvDel("k", ""))
@@ -382,7 +381,7 @@ func TestKeyspacePutErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ks := newKeyspace()
+			ks := newTestKeyspace(t)
 			mvMust(t, ks, mvPut("a", "1"), mvPut("gone", "1"))
 			mvMust(t, ks, mvDel("gone", ""))
 			before := mvCapture(t, ks)
@@ -399,7 +398,7 @@ func TestKeyspacePutErrors(t *testing.T) {
 		})
 	}
 	t.Run("no lease checker", func(t *testing.T) {
-		ks := newKeyspace()
+		ks := newTestKeyspace(t)
 		_, _, err := mvApplyTxn(ks, &wire.TxnRequest{Success: []wire.RequestOp{mvPutReq(wire.PutRequest{Key: "a", Lease: 1})}}, nil)
 		if !errors.Is(err, ErrLeaseNotFound) {
 			t.Errorf("err = %v, want ErrLeaseNotFound", err)
@@ -441,7 +440,7 @@ func TestKeyspaceFailedTxnLeavesNoTrace(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ks := newKeyspace()
+			ks := newTestKeyspace(t)
 			mvMust(t, ks, mvPut("a", "1"), mvPut("b", "1"), mvPut("c", "1")) // 2
 			mvMust(t, ks, mvPut("a", "2"))                                   // 3
 			mvMust(t, ks, mvPutReq(wire.PutRequest{Key: "d", Value: []byte("1"), Lease: 7}))
@@ -470,7 +469,7 @@ func TestKeyspaceFailedTxnLeavesNoTrace(t *testing.T) {
 }
 
 func TestKeyspaceReadsAtRevisions(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	mvMust(t, ks, mvPut("a", "a1"))                   // 2
 	mvMust(t, ks, mvPut("b", "b1"), mvPut("a", "a2")) // 3
 	mvMust(t, ks, mvDel("a", ""))                     // 4
@@ -503,7 +502,7 @@ func TestKeyspaceReadsAtRevisions(t *testing.T) {
 
 func TestKeyspaceCompact(t *testing.T) {
 	build := func(t *testing.T) *keyspace {
-		ks := newKeyspace()
+		ks := newTestKeyspace(t)
 		mvMust(t, ks, mvPut("a", "a1"), mvPut("gone", "g1")) // 2
 		mvMust(t, ks, mvPut("a", "a2"))                      // 3
 		mvMust(t, ks, mvDel("gone", ""), mvPut("b", "b1"))   // 4
@@ -534,7 +533,7 @@ func TestKeyspaceCompact(t *testing.T) {
 				if _, err := ks.Range(&wire.RangeRequest{Key: "a", Revision: r}); !errors.Is(err, ErrCompacted) {
 					t.Errorf("Range at %d < %d: err = %v, want ErrCompacted", r, rev, err)
 				}
-				if _, _, err := ks.history(r, 0, 10); !errors.Is(err, ErrCompacted) {
+				if _, _, err := ks.history(r, 0, 10, true); !errors.Is(err, ErrCompacted) {
 					t.Errorf("history(%d) after compact(%d): err = %v, want ErrCompacted", r, rev, err)
 				}
 			}
@@ -569,8 +568,21 @@ func TestKeyspaceCompact(t *testing.T) {
 			if bKept != (rev <= 6) {
 				t.Errorf("key deleted at 6 kept = %v after compact(%d)", bKept, rev)
 			}
-			if after.Size > before.Size || (rev >= 5 && after.Size >= before.Size) {
-				t.Errorf("Size() = %d after compact(%d), was %d", after.Size, rev, before.Size)
+			// The file keeps exactly the versions the index still has.
+			var want []revision
+			ks.mu.RLock()
+			for _, h := range ks.keys {
+				want = append(want, h.revs...)
+			}
+			ks.mu.RUnlock()
+			slices.SortFunc(want, func(a, b revision) int {
+				if a.less(b) {
+					return -1
+				}
+				return 1
+			})
+			if got := fileRevisions(t, ks); !reflect.DeepEqual(got, want) {
+				t.Errorf("kv.db holds %v after compact(%d), want %v", got, rev, want)
 			}
 		})
 	}
@@ -600,13 +612,12 @@ func TestKeyspaceCompact(t *testing.T) {
 	})
 }
 
-// TestKeyspaceViewRoundTrip checks that a keyspace rebuilt from a view (as
-// from a snapshot) answers every read at every retained revision and every
-// history query exactly as the original, PrevKV included, and that a view
-// is not disturbed by later writes and compactions.
-func TestKeyspaceViewRoundTrip(t *testing.T) {
+// TestKeyspaceReopenRoundTrip checks that a keyspace whose index is rebuilt
+// from kv.db (as Open does) answers every read at every retained revision
+// and every history query exactly as the original, PrevKV included.
+func TestKeyspaceReopenRoundTrip(t *testing.T) {
 	build := func(t *testing.T) *keyspace {
-		ks := newKeyspace()
+		ks := newTestKeyspace(t)
 		mvMust(t, ks, mvPut("a", "a1"), mvPut("b", "b1"), mvPut("c", "c1"))                               // 2
 		mvMust(t, ks, mvPutReq(wire.PutRequest{Key: "a", Value: []byte("a2"), Lease: 7}), mvDel("b", "")) // 3
 		mvMust(t, ks, mvPut("b", "b2"), mvDel("c", ""), mvPut("d", "d1"))                                 // 4
@@ -625,13 +636,7 @@ func TestKeyspaceViewRoundTrip(t *testing.T) {
 				}
 			}
 			orig := mvCapture(t, ks)
-			v := ks.view()
-			// Writes and compaction after the view must not show in it.
-			mvMust(t, ks, mvPut("a", "later"), mvDel("d", ""))
-			if err := mvCompact(ks, 9); err != nil {
-				t.Fatal(err)
-			}
-			restored := keyspaceFromView(v)
+			restored := reopenTestKeyspace(t, ks)
 			got := mvCapture(t, restored)
 			if !reflect.DeepEqual(got.Ranges, orig.Ranges) {
 				t.Errorf("reads differ after round trip:\ngot  %+v\nwant %+v", got.Ranges, orig.Ranges)
@@ -639,8 +644,8 @@ func TestKeyspaceViewRoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(got.History, orig.History) {
 				t.Errorf("history differs after round trip:\ngot  %s\nwant %s", mvFmtHist(got.History), mvFmtHist(orig.History))
 			}
-			if got.Rev != orig.Rev || got.Compact != orig.Compact || got.Size != orig.Size {
-				t.Errorf("rev/compact/size = %d/%d/%d, want %d/%d/%d", got.Rev, got.Compact, got.Size, orig.Rev, orig.Compact, orig.Size)
+			if got.Rev != orig.Rev || got.Compact != orig.Compact {
+				t.Errorf("rev/compact = %d/%d, want %d/%d", got.Rev, got.Compact, orig.Rev, orig.Compact)
 			}
 			if !reflect.DeepEqual(got.Index, orig.Index) {
 				t.Errorf("index = %q, want %q", got.Index, orig.Index)
@@ -669,7 +674,7 @@ func mvFmtHist(h []revEvents) string {
 }
 
 func TestKeyspaceHistoryLimits(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	for i := range 5 {
 		mvMust(t, ks, mvPut("k", fmt.Sprint(i))) // revisions 2..6
 	}
@@ -690,7 +695,7 @@ func TestKeyspaceHistoryLimits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("from %d to %d max %d", tc.from, tc.upTo, tc.max), func(t *testing.T) {
-			revs, covered, err := ks.history(tc.from, tc.upTo, tc.max)
+			revs, covered, err := ks.history(tc.from, tc.upTo, tc.max, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -715,7 +720,7 @@ func TestKeyspaceHistoryLimits(t *testing.T) {
 var mvRangeKeys = []string{"a", "ab", "abc", "a\xff", "a\xff\xff", "b", "\x00", "\x00\x00", "\xff", "\xff\xff", "c\x00"}
 
 func TestKeyspaceRange(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	for _, k := range mvRangeKeys {
 		mvMust(t, ks, mvPut(k, "v:"+k))
 	}
@@ -777,7 +782,7 @@ func TestKeyspaceRange(t *testing.T) {
 // revisions and values are each distinct, so that every sort target gives
 // one unambiguous order, and no target sorts like the keys.
 func mvSortStore(t *testing.T) *keyspace {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	vals := map[string]string{"k1": "v-c", "k2": "v-a", "k3": "v-e", "k4": "v-b", "k5": "v-d"}
 	for _, k := range []string{"k3", "k1", "k5", "k2", "k4", "k5", "k3", "k4", "k5", "k1", "k3", "k4", "k5", "k3", "k5"} {
 		mvMust(t, ks, mvPut(k, vals[k]))
@@ -896,7 +901,7 @@ func mvSortSubset(kvs []KeyValue, target uint8) []string {
 
 func TestKeyspaceRangeLimitFiltersCount(t *testing.T) {
 	// k1..k5: k_i created at revision i+1; k2 and k4 updated at 7 and 8.
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	for i := 1; i <= 5; i++ {
 		mvMust(t, ks, mvPut(fmt.Sprint("k", i), "v"))
 	}
@@ -973,7 +978,7 @@ func TestKeyspaceRangeLimitFiltersCount(t *testing.T) {
 // ---- Compares ----
 
 func TestKeyspaceCompare(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	mvMust(t, ks, mvPut("a", "v1"))                                                   // 2
 	mvMust(t, ks, mvPutReq(wire.PutRequest{Key: "a", Value: []byte("v2"), Lease: 7})) // 3: a create 2 mod 3 ver 2 lease 7
 	mvMust(t, ks, mvPut("ab", "x"))                                                   // 4: ab create 4 mod 4 ver 1
@@ -1091,7 +1096,7 @@ func TestKeyspaceCompare(t *testing.T) {
 // transaction (compareToPath in server/etcdserver/txn), not after the
 // writes of earlier operations.
 func TestKeyspaceNestedCompareSeesStateBeforeTxn(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	mvMust(t, ks, mvPut("a", "old"))
 	resp, _ := mvMust(t, ks,
 		mvPut("a", "new"),
@@ -1115,7 +1120,7 @@ func TestKeyspaceNestedCompareSeesStateBeforeTxn(t *testing.T) {
 // does, so the transaction's own (not yet committed) revision is a future
 // one.
 func TestKeyspaceTxnRangeRevisionChecks(t *testing.T) {
-	ks := newKeyspace()
+	ks := newTestKeyspace(t)
 	mvMust(t, ks, mvPut("a", "1")) // 2
 	mvMust(t, ks, mvPut("a", "2")) // 3
 	_, _, err := mvApplyTxn(ks, &wire.TxnRequest{Success: []wire.RequestOp{mvPut("b", "1"), mvGet(wire.RangeRequest{Key: "a", Revision: 4})}}, nil)
@@ -1210,7 +1215,7 @@ func FuzzRange(f *testing.F) {
 		if len(ops) > 400 || len(queries) > 200 {
 			return
 		}
-		ks := newKeyspace()
+		ks := newTestKeyspace(t)
 		m := &mvModel{rev: 1, hist: map[string][]mvModelVer{}}
 		in := &mvFuzzReader{b: ops}
 		for len(in.b) > 0 {
@@ -1257,7 +1262,8 @@ func FuzzRange(f *testing.F) {
 				t.Fatalf("revision %d, model %d", ks.Rev(), m.rev)
 			}
 		}
-		restored := keyspaceFromView(ks.view())
+		restored := reopenTestKeyspace(t, ks)
+		ks = restored
 		check := func(key, end string, limit, rev int64, order uint8) {
 			req := wire.RangeRequest{Key: key, RangeEnd: end, Limit: limit, Revision: rev, SortOrder: order}
 			for _, k := range []*keyspace{ks, restored} {

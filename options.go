@@ -207,10 +207,22 @@ type Options struct {
 	// Tests set it to rehearse mixed-version clusters.
 	Version string
 
-	// UnsafeNoFsync skips fsync on every raft log write. A crash of the
-	// machine (not just the process) can then lose acknowledged writes.
-	// Only for tests and benchmarks. Default false.
+	// UnsafeNoFsync skips fsync on every raft log and kv.db write. A
+	// crash of the machine (not just the process) can then lose
+	// acknowledged writes. Only for tests and benchmarks. Default false.
 	UnsafeNoFsync bool
+
+	// QuotaBytes is the space quota of kv.db (etcd's
+	// --quota-backend-bytes). A write that would take the file past it
+	// raises a NOSPACE alarm through the log; while any member has one,
+	// writes that add data (Put, a Txn with a put, Grant) fail with
+	// ErrSpaceExceeded on every member, and reads, deletes, Compact,
+	// Defragment and DisarmAlarm keep working. Compact plus Defragment give
+	// the space back; DisarmAlarm then lifts the alarm. A quota below the
+	// file's size at Open raises the alarm at once. Default 0: 2 GiB, as
+	// in etcd; above 8 GiB Open logs a warning (etcd's recommended
+	// maximum); negative, or more than 1 TiB, is refused.
+	QuotaBytes int64
 
 	// logSegmentSize is the size of new raft log segment files
 	// (internal/raftlog); 0 is raftlog's default. Tests make it small.
@@ -219,6 +231,14 @@ type Options struct {
 	// onLogSync receives the duration of every raft log fdatasync
 	// (Metrics.WALFsync); set by Open on its own copy.
 	onLogSync func(time.Duration)
+}
+
+// backendOptions are the options of kv.db.
+func (o *Options) backendOptions(log *slog.Logger) *backendOptions {
+	if log == nil {
+		log = o.Logger
+	}
+	return &backendOptions{noSync: o.UnsafeNoFsync, clusterName: o.ClusterName, quota: o.QuotaBytes, log: log}
 }
 
 // raftLogOptions are the options of the raft log in raft-log/.
@@ -240,6 +260,9 @@ const (
 	defaultProgressInterval  = 10 * time.Minute
 	defaultMaxVoters         = 5
 	defaultReapTimeout       = 72 * time.Hour
+	defaultQuotaBytes        = 2 << 30
+	warnQuotaBytes           = 8 << 30
+	maxQuotaBytes            = 1 << 40
 
 	// MaxLeaseTTL is the largest TTL Grant accepts (etcd's limit, 9e9 s).
 	MaxLeaseTTL = 9_000_000_000 * time.Second
@@ -300,6 +323,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.ReapTimeout == 0 {
 		c.ReapTimeout = defaultReapTimeout
 	}
+	if c.QuotaBytes == 0 {
+		c.QuotaBytes = defaultQuotaBytes
+	}
 	c.Join = append([]string(nil), c.Join...)
 	c.GossipKey = append([]byte(nil), c.GossipKey...)
 	if len(c.GossipKey) == 0 {
@@ -331,6 +357,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.SnapshotRetain < 0 {
 		bad("SnapshotRetain %d is negative", c.SnapshotRetain)
+	}
+	if c.QuotaBytes < 0 || c.QuotaBytes > maxQuotaBytes {
+		bad("QuotaBytes %d: use 0 (2 GiB) up to 1 TiB", c.QuotaBytes)
 	}
 	if c.MaxRequestBytes < 0 {
 		bad("MaxRequestBytes %d is negative", c.MaxRequestBytes)

@@ -6,368 +6,451 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
+	"hash/crc64"
 	"io"
 	"os"
 	"path/filepath"
-	"time"
+	"sync"
 
 	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
 
 	"github.com/accordkv/accord/internal/raftlog"
-	"github.com/accordkv/accord/internal/wire"
 )
 
-// Snapshot format, shared by raft snapshots and Backup files:
+// Snapshots. The state is kv.db, so a raft snapshot taken for log
+// compaction holds no data: Persist waits until kv.db holds the snapshot's
+// index, then writes a small marker (liveMarker) as the snapshot's
+// state.bin. When raft sends the snapshot to a follower, the store streams
+// the live kv.db instead (snapStore.Open): one bbolt read transaction,
+// followed by its SHA-256, which is also the layout of an etcd snapshot
+// file (etcdctl snapshot save, Backup). That stream may hold entries past
+// the snapshot's index; the follower skips them when raft replays them
+// (fsm.ApplyBatch), so it ends in the same state.
 //
-//	magic "ACCORDSNAP" + format version byte
-//	frames: uvarint length, then payload whose first byte is the kind:
-//	  header  rev, compactRev, key versions count, lease count
-//	  version key, rev, sub, create, ver, lease, tomb, value  (ascending key, then rev)
-//	  lease   id, ttl in milliseconds
-//	  member  id, name, client URL count, client URLs  (since 0.2.0; only
-//	          when a member published attributes, so that a cluster that
-//	          never opened the 0.2.0 gate writes snapshots 0.1.0 reads)
-//	  end
-//	sha256 of every byte before it (32 bytes)
-//
-// The reader checks every count, order and bound and the checksum before
-// anything is installed, so a damaged snapshot is refused whole.
+// A follower receiving a snapshot gets the stream as its own snapshot's
+// state.bin. Restore verifies it, moves it aside as kv.db.install, swaps it
+// in as kv.db and writes the marker in its place. Open finishes a swap a
+// crash interrupted (datadir.go).
 
 const (
-	snapMagic       = "ACCORDSNAP"
-	snapVersion     = 1
-	snapMaxFrame    = 64 << 20
-	frameHeader     = 1
-	frameVersion    = 2
-	frameLease      = 3
-	frameEnd        = 4
-	frameMember     = 5
-	snapFlushAtSize = 256 << 10
+	liveMagic       = "ACCORD-KVDB"
+	liveVersion     = 1
+	kvDBInstallName = kvDBName + ".install" // a verified snapshot being swapped in
 )
 
-type snapLease struct {
-	id  int64
-	ttl time.Duration
+// liveMarker is the state.bin of a snapshot whose data is kv.db itself.
+func liveMarker(index uint64) []byte {
+	b := append([]byte(liveMagic), liveVersion)
+	return binary.BigEndian.AppendUint64(b, index)
 }
 
-type snapMember struct {
-	id    string
-	attrs memberAttrs
+// parseLiveMarker reports whether b is a marker, and its index.
+func parseLiveMarker(b []byte) (uint64, bool) {
+	if len(b) != len(liveMagic)+9 || string(b[:len(liveMagic)]) != liveMagic || b[len(liveMagic)] != liveVersion {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b[len(liveMagic)+1:]), true
 }
 
-// snapState is everything a snapshot holds.
-type snapState struct {
-	view    *ksView
-	leases  []snapLease
-	members []snapMember
+// snapshot state kinds, by their first bytes.
+const (
+	stateMarker = iota + 1
+	stateBolt   // a kv.db followed by its SHA-256 (this version's stream, or etcd's snapshot file)
+	stateLegacy // ACCORDSNAP
+)
+
+func stateKind(head []byte) int {
+	switch {
+	case bytes.HasPrefix(head, []byte(liveMagic)):
+		return stateMarker
+	case bytes.HasPrefix(head, []byte(snapMagic)):
+		return stateLegacy
+	case isBoltHeader(head):
+		return stateBolt
+	}
+	return 0
 }
 
-func writeSnapshot(w io.Writer, st *snapState) error {
-	return writeSnapshotCtx(context.Background(), w, st)
+// isBoltHeader reports whether b starts like a bbolt file: page 0 is a
+// meta page whose magic (at offset 16+0) is bbolt's.
+func isBoltHeader(b []byte) bool {
+	const pageHeader, boltMagic = 16, 0xED0CDAED
+	return len(b) >= pageHeader+4 && binary.LittleEndian.Uint32(b[pageHeader:]) == boltMagic
 }
 
-func writeSnapshotCtx(ctx context.Context, w io.Writer, st *snapState) error {
-	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(w, h), 64<<10)
-	if _, err := bw.WriteString(snapMagic); err != nil {
-		return err
-	}
-	if err := bw.WriteByte(snapVersion); err != nil {
-		return err
-	}
-	var nvers uint64
-	for i := range st.view.keys {
-		nvers += uint64(len(st.view.keys[i].vs))
-	}
-	frame := wire.NewEncoder(nil)
-	var lenBuf [binary.MaxVarintLen64]byte
-	emit := func() error {
-		n := binary.PutUvarint(lenBuf[:], uint64(len(frame.Data())))
-		if _, err := bw.Write(lenBuf[:n]); err != nil {
-			return err
-		}
-		_, err := bw.Write(frame.Data())
-		frame.Reset()
-		return err
-	}
-	frame.Byte(frameHeader)
-	frame.Varint(st.view.rev)
-	frame.Varint(st.view.compactRev)
-	frame.Uvarint(nvers)
-	frame.Uvarint(uint64(len(st.leases)))
-	if err := emit(); err != nil {
-		return err
-	}
-	for i := range st.view.keys {
-		kh := &st.view.keys[i]
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		for j := range kh.vs {
-			v := &kh.vs[j]
-			frame.Byte(frameVersion)
-			frame.String(kh.key)
-			frame.Varint(v.rev)
-			frame.Varint(int64(v.sub))
-			frame.Varint(v.create)
-			frame.Varint(v.ver)
-			frame.Varint(v.lease)
-			frame.Bool(v.tomb)
-			frame.Bytes(v.value)
-			if err := emit(); err != nil {
-				return err
-			}
-		}
-	}
-	for _, l := range st.leases {
-		frame.Byte(frameLease)
-		frame.Varint(l.id)
-		frame.Varint(l.ttl.Milliseconds())
-		if err := emit(); err != nil {
-			return err
-		}
-	}
-	for _, m := range st.members {
-		frame.Byte(frameMember)
-		frame.String(m.id)
-		frame.String(m.attrs.name)
-		frame.Uvarint(uint64(len(m.attrs.clientURLs)))
-		for _, u := range m.attrs.clientURLs {
-			frame.String(u)
-		}
-		if err := emit(); err != nil {
-			return err
-		}
-	}
-	frame.Byte(frameEnd)
-	if err := emit(); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	_, err := w.Write(h.Sum(nil))
-	return err
+// snapStore is raft's file snapshot store with three changes: raft sees
+// only the newest snapshot (never silently an older one: checkSnapshots
+// has refused a damaged newest one), a marker opens as the live kv.db, and
+// the reader of a stored snapshot tells Restore where its file is.
+type snapStore struct {
+	*raft.FileSnapshotStore
+	dir  string // the data directory
+	live func() (io.ReadCloser, int64, error)
 }
 
-// hashReader hashes what is read through it.
-type hashReader struct {
-	r *bufio.Reader
-	h hash.Hash
+func (s *snapStore) List() ([]*raft.SnapshotMeta, error) {
+	l, err := s.FileSnapshotStore.List()
+	if len(l) > 1 {
+		l = l[:1]
+	}
+	return l, err
 }
 
-func (hr *hashReader) ReadByte() (byte, error) {
-	b, err := hr.r.ReadByte()
-	if err == nil {
-		hr.h.Write([]byte{b})
+func (s *snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	state := filepath.Join(s.dir, snapshotsDir, id, "state.bin")
+	head, err := readHead(state, 64)
+	if err != nil {
+		return nil, nil, err
 	}
-	return b, err
-}
-
-func (hr *hashReader) readFull(p []byte) error {
-	if _, err := io.ReadFull(hr.r, p); err != nil {
-		return err
-	}
-	hr.h.Write(p)
-	return nil
-}
-
-func snapCorrupt(reason string, err error) error {
-	return &CorruptError{Path: "snapshot", Reason: reason, Err: err}
-}
-
-// readSnapshot decodes and verifies a snapshot completely. Every failure is
-// a *CorruptError.
-func readSnapshot(r io.Reader) (*snapState, error) {
-	hr := &hashReader{r: bufio.NewReaderSize(r, 64<<10), h: sha256.New()}
-	magic := make([]byte, len(snapMagic)+1)
-	if err := hr.readFull(magic); err != nil {
-		return nil, snapCorrupt("too short for a header", err)
-	}
-	if string(magic[:len(snapMagic)]) != snapMagic {
-		return nil, snapCorrupt("not an accord snapshot (bad magic)", nil)
-	}
-	if magic[len(snapMagic)] != snapVersion {
-		return nil, snapCorrupt(fmt.Sprintf("format version %d is not supported (this build reads %d)", magic[len(snapMagic)], snapVersion), nil)
-	}
-	var buf []byte
-	next := func() (*wire.Decoder, byte, error) {
-		n, err := binary.ReadUvarint(hr)
+	if _, ok := parseLiveMarker(head); ok {
+		metas, err := s.FileSnapshotStore.List()
 		if err != nil {
-			return nil, 0, snapCorrupt("truncated frame length", err)
+			return nil, nil, err
 		}
-		if n == 0 || n > snapMaxFrame {
-			return nil, 0, snapCorrupt(fmt.Sprintf("frame length %d out of bounds", n), nil)
-		}
-		// Grow only as data actually arrives, so a lying length cannot make
-		// us allocate much more than the input holds.
-		buf = buf[:0]
-		for remaining := int(n); remaining > 0; {
-			chunk := min(remaining, 1<<20)
-			start := len(buf)
-			buf = append(buf, make([]byte, chunk)...)
-			if err := hr.readFull(buf[start:]); err != nil {
-				return nil, 0, snapCorrupt("truncated frame", err)
+		for _, m := range metas {
+			if m.ID != id {
+				continue
 			}
-			remaining -= chunk
+			rc, size, err := s.live()
+			if err != nil {
+				return nil, nil, err
+			}
+			meta := *m
+			meta.Size = size
+			return &meta, rc, nil
 		}
-		d := wire.NewDecoder(buf)
-		kind := d.Byte()
-		return d, kind, d.Err()
+		return nil, nil, fmt.Errorf("accord: snapshot %s not found", id)
 	}
-	done := func(d *wire.Decoder, what string) error {
-		if err := d.Err(); err != nil {
-			return snapCorrupt("bad "+what+" frame", err)
-		}
-		if d.Len() != 0 {
-			return snapCorrupt("trailing bytes in "+what+" frame", nil)
-		}
-		return nil
+	meta, rc, err := s.FileSnapshotStore.Open(id)
+	if err != nil {
+		return nil, nil, err
 	}
+	return meta, &storedSnapshot{ReadCloser: rc, path: state, index: meta.Index, term: meta.Term}, nil
+}
 
-	d, kind, err := next()
+// readHead reads up to n bytes from the start of path.
+func readHead(path string, n int) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if kind != frameHeader {
-		return nil, snapCorrupt("first frame is not a header", nil)
-	}
-	st := &snapState{view: &ksView{}}
-	st.view.rev = d.Varint()
-	st.view.compactRev = d.Varint()
-	nvers := d.Uvarint()
-	nleases := d.Uvarint()
-	if err := done(d, "header"); err != nil {
+	defer f.Close()
+	b := make([]byte, n)
+	m, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	if st.view.rev < 1 || st.view.compactRev < 0 || st.view.compactRev > st.view.rev {
-		return nil, snapCorrupt(fmt.Sprintf("impossible revisions %d (compacted %d)", st.view.rev, st.view.compactRev), nil)
-	}
-	for i := uint64(0); i < nvers; i++ {
-		d, kind, err := next()
-		if err != nil {
-			return nil, err
-		}
-		if kind != frameVersion {
-			return nil, snapCorrupt(fmt.Sprintf("expected %d versions, found %d", nvers, i), nil)
-		}
-		key := d.String()
-		v := version{rev: d.Varint()}
-		sub := d.Varint()
-		v.create, v.ver, v.lease = d.Varint(), d.Varint(), d.Varint()
-		v.tomb = d.Bool()
-		v.value = d.Bytes()
-		if err := done(d, "version"); err != nil {
-			return nil, err
-		}
-		if key == "" || v.rev < 1 || v.rev > st.view.rev || sub < 0 || sub > 1<<31-1 || v.lease < 0 ||
-			(!v.tomb && (v.ver < 1 || v.create < 1 || v.create > v.rev)) {
-			return nil, snapCorrupt(fmt.Sprintf("invalid version of key %q at revision %d", key, v.rev), nil)
-		}
-		v.sub = int32(sub)
-		keys := st.view.keys
-		if n := len(keys); n > 0 && keys[n-1].key == key {
-			if last := keys[n-1].vs[len(keys[n-1].vs)-1]; last.rev >= v.rev {
-				return nil, snapCorrupt(fmt.Sprintf("versions of key %q out of order", key), nil)
-			}
-			keys[n-1].vs = append(keys[n-1].vs, v)
-			continue
-		} else if n > 0 && keys[n-1].key > key {
-			return nil, snapCorrupt(fmt.Sprintf("keys out of order at %q", key), nil)
-		}
-		st.view.keys = append(st.view.keys, keyHist{key: key, vs: []version{v}})
-	}
-	seen := make(map[int64]bool)
-	for i := uint64(0); i < nleases; i++ {
-		d, kind, err := next()
-		if err != nil {
-			return nil, err
-		}
-		if kind != frameLease {
-			return nil, snapCorrupt(fmt.Sprintf("expected %d leases, found %d", nleases, i), nil)
-		}
-		id, ms := d.Varint(), d.Varint()
-		if err := done(d, "lease"); err != nil {
-			return nil, err
-		}
-		if id <= 0 || ms <= 0 || time.Duration(ms) > MaxLeaseTTL/time.Millisecond || seen[id] {
-			return nil, snapCorrupt(fmt.Sprintf("invalid lease %d", id), nil)
-		}
-		seen[id] = true
-		st.leases = append(st.leases, snapLease{id: id, ttl: time.Duration(ms) * time.Millisecond})
-	}
-	seenMember := make(map[string]bool)
-	for {
-		d, kind, err = next()
-		if err != nil {
-			return nil, err
-		}
-		if kind != frameMember {
-			break
-		}
-		m := snapMember{id: d.String()}
-		m.attrs.name = d.String()
-		if n := d.Count(1); n > 0 {
-			m.attrs.clientURLs = make([]string, n)
-			for i := range m.attrs.clientURLs {
-				m.attrs.clientURLs[i] = d.String()
-			}
-		}
-		if err := done(d, "member"); err != nil {
-			return nil, err
-		}
-		if m.id == "" || seenMember[m.id] {
-			return nil, snapCorrupt(fmt.Sprintf("invalid member %q", m.id), nil)
-		}
-		seenMember[m.id] = true
-		st.members = append(st.members, m)
-	}
-	if kind != frameEnd {
-		return nil, snapCorrupt("missing end frame", nil)
-	}
-	if err := done(d, "end"); err != nil {
-		return nil, err
-	}
-	want := hr.h.Sum(nil)
-	got := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(hr.r, got); err != nil {
-		return nil, snapCorrupt("missing checksum", err)
-	}
-	if !bytes.Equal(got, want) {
-		return nil, snapCorrupt("checksum mismatch", nil)
-	}
-	if _, err := hr.r.ReadByte(); err != io.EOF {
-		return nil, snapCorrupt("trailing data after checksum", err)
-	}
-	for _, kh := range st.view.keys {
-		for _, v := range kh.vs {
-			if v.lease != 0 && !v.tomb && v.rev == kh.vs[len(kh.vs)-1].rev && !seen[v.lease] {
-				return nil, snapCorrupt(fmt.Sprintf("key %q is attached to missing lease %d", kh.key, v.lease), nil)
-			}
-		}
-	}
-	return st, nil
+	return b[:m], nil
 }
 
-// Backup writes a consistent point-in-time copy of the store to w: every
-// key with its retained history, the revision, the compaction point and
-// the leases. The copy reflects every write acknowledged before Backup was
-// called (it starts with a linearizable read barrier). Writes continue
-// while it is written. The output can be loaded with Restore.
+// storedSnapshot is the reader of a snapshot stored in snapshots/: Restore
+// takes the file itself rather than copying the stream.
+type storedSnapshot struct {
+	io.ReadCloser
+	path  string
+	index uint64
+	term  uint64
+}
+
+// findStored finds the storedSnapshot under the wrappers raft adds (its
+// restore progress counter).
+func findStored(rc io.ReadCloser) (*storedSnapshot, bool) {
+	for range 8 {
+		switch r := rc.(type) {
+		case *storedSnapshot:
+			return r, true
+		case raft.ReadCloserWrapper:
+			rc = r.WrappedReadCloser()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// rewriteAsMarker replaces a stored snapshot's data with the marker, and
+// its metadata's size and checksum with the marker's, once kv.db holds the
+// snapshot (its data was swapped in, or kv.db is already past it).
+func rewriteAsMarker(snapDir string, index uint64, noSync bool) error {
+	metaPath := filepath.Join(snapDir, "meta.json")
+	b, err := os.ReadFile(metaPath)
+	if err != nil {
+		return err
+	}
+	var meta struct {
+		raft.SnapshotMeta
+		CRC []byte
+	}
+	if err := json.Unmarshal(b, &meta); err != nil {
+		return err
+	}
+	marker := liveMarker(index)
+	h := crc64.New(crc64.MakeTable(crc64.ECMA))
+	h.Write(marker)
+	meta.Size, meta.CRC = int64(len(marker)), h.Sum(nil)
+	mb, err := json.Marshal(&meta)
+	if err != nil {
+		return err
+	}
+	// state.bin first: a crash in between leaves a marker whose checksum
+	// does not match, which Open repairs the same way (checkSnapshots).
+	if err := writeFileMaybeSync(filepath.Join(snapDir, "state.bin"), marker, noSync); err != nil {
+		return err
+	}
+	return writeFileMaybeSync(metaPath, mb, noSync)
+}
+
+func writeFileMaybeSync(path string, data []byte, noSync bool) error {
+	if noSync {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			return err
+		}
+		return os.Rename(tmp, path)
+	}
+	return writeFileAtomic(path, data)
+}
+
+// restore installs a snapshot into the FSM. Called from Restore, on the FSM
+// goroutine.
+func (f *fsm) restore(rc io.ReadCloser) error {
+	install := filepath.Join(f.dir, kvDBInstallName)
+	_ = os.Remove(install)
+	stored, isFile := findStored(rc)
+	br := bufio.NewReaderSize(rc, 64<<10)
+	head, _ := br.Peek(64)
+	switch stateKind(head) {
+	case stateMarker:
+		// A marker restores nothing: the state it stands for is kv.db.
+		index, _ := parseLiveMarker(head)
+		if f.last < index {
+			return &CorruptError{Path: kvDBName, Reason: fmt.Sprintf("holds entries up to %d, older than the snapshot (%d) raft restores", f.last, index)}
+		}
+		return nil
+	case stateLegacy:
+		st, err := readSnapshot(br)
+		if err != nil {
+			return err
+		}
+		var index, term uint64
+		if isFile {
+			index, term = stored.index, stored.term
+		}
+		if err := buildKVFile(install, f.bo, func(tx *bbolt.Tx) error { return fillLegacy(tx, st, index, term) }); err != nil {
+			return err
+		}
+	case stateBolt:
+		if isFile {
+			if err := verifySnapshotFile(stored.path); err != nil {
+				return err
+			}
+			if err := os.Rename(stored.path, install); err != nil {
+				return err
+			}
+		} else if err := copyVerified(br, install); err != nil {
+			return err
+		}
+	default:
+		return &CorruptError{Path: "snapshot", Reason: "neither a kv.db nor an accord snapshot"}
+	}
+	var snapDir string
+	var index uint64
+	if isFile {
+		snapDir, index = filepath.Dir(stored.path), stored.index
+	}
+	return f.swapIn(install, snapDir, index)
+}
+
+// verifySnapshotFile checks a kv.db followed by its SHA-256: the checksum
+// and that it opens as a bolt file.
+func verifySnapshotFile(path string) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < sha256.Size {
+		return &CorruptError{Path: path, Reason: "too short for a snapshot"}
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(h, fh, fi.Size()-sha256.Size); err != nil {
+		return err
+	}
+	want := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(fh, want); err != nil {
+		return err
+	}
+	if !bytes.Equal(h.Sum(nil), want) {
+		return &CorruptError{Path: path, Reason: "snapshot fails its SHA-256"}
+	}
+	return nil
+}
+
+// copyVerified copies a stream (kv.db + SHA-256) to path, checking the sum.
+func copyVerified(r io.Reader, path string) error {
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		fh.Close()
+		if !ok {
+			os.Remove(path)
+		}
+	}()
+	if _, err := io.Copy(fh, r); err != nil {
+		return err
+	}
+	if err := fh.Sync(); err != nil {
+		return err
+	}
+	if err := verifySnapshotFile(path); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}
+
+// finishInstall prepares kv.db.install to become kv.db: it cuts the
+// checksum that follows the bolt file, records this cluster's name, and
+// checks every record. It is idempotent, so that Open can redo it after a
+// crash.
+func finishInstall(install string, bo *backendOptions) error {
+	db, err := openKVBolt(install, bo)
+	if err != nil {
+		return err
+	}
+	var size int64
+	err = db.Update(func(tx *bbolt.Tx) error {
+		if err := initBuckets(tx, bo.clusterName); err != nil {
+			return err
+		}
+		size = tx.Size()
+		return nil
+	})
+	if err == nil {
+		_, _, err = loadKV(install, db)
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(install); err == nil && fi.Size() > size {
+		// The SHA-256 trailer, or bolt's own slack: nothing bolt reads.
+		if err := os.Truncate(install, size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// swapIn replaces kv.db with install and reloads the state from it. With
+// snapDir it then writes the marker in place of that snapshot's data.
+func (f *fsm) swapIn(install, snapDir string, index uint64) error {
+	if err := finishInstall(install, f.bo); err != nil {
+		_ = os.Remove(install)
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ks.mu.RLock()
+	old := f.ks.be
+	f.ks.mu.RUnlock()
+	// The old file's pending writes are superseded by the snapshot.
+	if err := old.close(); err != nil {
+		f.log.Warn("kv.db: closing the replaced file", "err", err)
+	}
+	path := filepath.Join(f.dir, kvDBName)
+	if err := os.Rename(install, path); err != nil {
+		return err
+	}
+	if !f.bo.noSync {
+		if err := syncDir(f.dir); err != nil {
+			return err
+		}
+	}
+	ks, st, be, err := openKeyspace(path, &f.ks.mu, f.bo)
+	if err != nil {
+		return err
+	}
+	if snapDir != "" {
+		if err := rewriteAsMarker(snapDir, index, f.bo.noSync); err != nil {
+			return err
+		}
+	}
+	f.ks.mu.Lock()
+	f.ks.adopt(ks)
+	f.ks.mu.Unlock()
+	f.installState(st)
+	be.start()
+	f.hub.reset()
+	return nil
+}
+
+// openKeyspace opens kv.db at path and loads it: the keyspace (whose
+// mutex becomes guard's owner: the returned keyspace's fields are meant to
+// be moved into the keyspace guard belongs to), its state, and its backend
+// (not started).
+func openKeyspace(path string, guard *sync.RWMutex, bo *backendOptions) (*keyspace, *kvState, *backend, error) {
+	db, err := openKVBolt(path, bo)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ks, st, err := loadKV(path, db)
+	if err == nil && st.cluster != bo.clusterName {
+		err = fmt.Errorf("%w: %s belongs to cluster %q, not %q", ErrForeignDir, path, st.cluster, bo.clusterName)
+	}
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, err
+	}
+	be := newBackend(path, db, guard, st.index, bo)
+	if st.resume != nil {
+		be.cur.compact = st.resume
+	}
+	ks.be = be
+	return ks, st, be, nil
+}
+
+// Backup writes a consistent point-in-time copy of the store to w: kv.db,
+// with every key's retained history, the revision, the compaction point
+// and the leases, followed by its SHA-256. That is the layout of an etcd
+// snapshot file: etcdutl reads it (snapshot status, restore). The copy
+// reflects every write acknowledged before Backup was called (it starts
+// with a linearizable read barrier and waits for the file to hold it).
+// Writes continue while it is written. Restore loads it.
 func (s *Store) Backup(ctx context.Context, w io.Writer) error {
 	if err := s.readIndex(ctx); err != nil {
 		return fmt.Errorf("accord: backup: %w", err)
 	}
-	s.fsm.mu.RLock()
-	st := s.fsm.stateLocked()
-	s.fsm.mu.RUnlock()
-	// Member attributes describe this cluster's members; a restore makes a
-	// new cluster, so a backup leaves them out.
-	st.members = nil
-	if err := writeSnapshotCtx(ctx, w, st); err != nil {
+	s.ks.mu.RLock()
+	be := s.ks.be
+	s.ks.mu.RUnlock()
+	if err := be.flush(s.fsm.applied.load()); err != nil {
+		return fmt.Errorf("accord: backup: %w", err)
+	}
+	rc, _, err := be.snapshot()
+	if err != nil {
+		return fmt.Errorf("accord: backup: %w", err)
+	}
+	defer rc.Close()
+	stop := context.AfterFunc(ctx, func() { rc.Close() })
+	defer stop()
+	if _, err := io.Copy(w, rc); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return fmt.Errorf("accord: backup: %w", err)
 	}
 	return nil
@@ -376,7 +459,9 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) error {
 // Restore creates a new data directory dir from a backup read from r: a
 // single-member cluster holding exactly the backed-up keys, history,
 // revision, compaction point and leases (which get their full TTL again
-// when the store opens). dir must not exist or be empty. The backup is
+// when the store opens). r holds a Backup (or an etcd snapshot file: a
+// bolt file with etcd's buckets followed by its SHA-256), or a backup of
+// accord 0.2 or older. dir must not exist or be empty. The backup is
 // verified completely before anything is written; on any error nothing is
 // left behind. Open(dir, opts) then starts the restored store. Restore
 // does not need or touch a running store.
@@ -385,26 +470,61 @@ func Restore(r io.Reader, dir string, opts *Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case err == nil && len(entries) > 0:
 		return fmt.Errorf("accord: restore: %s is not empty", dir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+	case err != nil && !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("accord: restore: %w", err)
 	}
-	st, err := readSnapshot(r)
-	if err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
-	}
+	created := err != nil
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("accord: restore: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			cleanDir(dir)
+			if created {
+				os.RemoveAll(dir)
+			} else {
+				cleanDir(dir)
+			}
+			err = fmt.Errorf("accord: restore: %w", err)
 		}
 	}()
+	bo := o.backendOptions(nil)
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, _ := br.Peek(64)
+	kvPath := filepath.Join(dir, kvDBName)
+	install := filepath.Join(dir, kvDBInstallName)
+	switch stateKind(head) {
+	case stateLegacy:
+		st, err := readSnapshot(br)
+		if err != nil {
+			return err
+		}
+		st.members = nil
+		if err := buildKVFile(install, bo, func(tx *bbolt.Tx) error { return fillLegacy(tx, st, 1, 1) }); err != nil {
+			return err
+		}
+	case stateBolt:
+		if err := copyVerified(br, install); err != nil {
+			return err
+		}
+	default:
+		return &CorruptError{Path: "backup", Reason: "neither an accord backup nor an etcd snapshot"}
+	}
+	if err := resetForNewCluster(install, bo); err != nil {
+		return err
+	}
+	if err := finishInstall(install, bo); err != nil {
+		return err
+	}
+	if err := os.Rename(install, kvPath); err != nil {
+		return err
+	}
 	m, err := createManifest(dir, &o)
 	if err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
 	id := raft.ServerID(m.NodeID)
 	addr := localAddress(&o, m.NodeID)
@@ -412,30 +532,30 @@ func Restore(r io.Reader, dir string, opts *Options) (err error) {
 	defer trans.Close()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, nullHCLog())
 	if err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
 	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: id, Address: addr}}}
 	sink, err := snaps.Create(raft.SnapshotVersionMax, 1, 1, conf, 1, trans)
 	if err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
-	if err := writeSnapshot(sink, st); err != nil {
+	if _, err := sink.Write(liveMarker(1)); err != nil {
 		sink.Cancel()
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
 	if err := sink.Close(); err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
 	stable, err := openBolt(filepath.Join(dir, raftDBName), &o)
 	if err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
 	err = stable.SetUint64(keyCurrentTerm, 1)
 	if cerr := stable.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
 	// An empty log: Open refuses a directory with state but no raft-log/.
 	logs, err := raftlog.Open(filepath.Join(dir, raftLogDir), o.raftLogOptions())
@@ -443,7 +563,90 @@ func Restore(r io.Reader, dir string, opts *Options) (err error) {
 		err = logs.Close()
 	}
 	if err != nil {
-		return fmt.Errorf("accord: restore: %w", err)
+		return err
 	}
 	return syncDir(dir)
+}
+
+// resetForNewCluster makes a restored kv.db the state of a new one-member
+// cluster at raft index 1: its consistent index is 1 (so every entry of the
+// new log applies), and the alarms and member attributes of the cluster it
+// came from are dropped.
+func resetForNewCluster(path string, bo *backendOptions) error {
+	db, err := openKVBolt(path, bo)
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		if err := initBuckets(tx, bo.clusterName); err != nil {
+			return err
+		}
+		for _, b := range [][]byte{bucketAlarm, bucketMembers} {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(metaConsistentIndex, binary.BigEndian.AppendUint64(nil, 1)); err != nil {
+			return err
+		}
+		return meta.Put(metaTerm, binary.BigEndian.AppendUint64(nil, 1))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// fillLegacy writes an ACCORDSNAP state into a new kv.db at raft index
+// index (of term).
+func fillLegacy(tx *bbolt.Tx, st *snapState, index, term uint64) error {
+	keys := tx.Bucket(bucketKey)
+	var k [revKeyTombLen]byte
+	for i := range st.view.keys {
+		h := &st.view.keys[i]
+		for j := range h.vs {
+			v := &h.vs[j]
+			// A record of its own: bbolt keeps the value until commit.
+			var rec []byte
+			if v.tomb {
+				rec = appendKVRecord(nil, h.key, nil)
+			} else {
+				rec = appendKVRecord(nil, h.key, &KeyValue{CreateRevision: v.create, ModRevision: v.rev, Version: v.ver, Value: v.value, Lease: LeaseID(v.lease)})
+			}
+			if err := keys.Put(appendRevKey(k[:0], revision{main: v.rev, sub: v.sub, tomb: v.tomb}), rec); err != nil {
+				return err
+			}
+		}
+	}
+	leases := tx.Bucket(bucketLease)
+	for _, l := range st.leases {
+		if err := leases.Put(leaseKey(l.id), appendLeaseRecord(nil, leaseRecord{id: l.id, ttlMillis: l.ttl.Milliseconds()})); err != nil {
+			return err
+		}
+	}
+	members := tx.Bucket(bucketMembers)
+	for _, m := range st.members {
+		if err := members.Put([]byte(m.id), encodeMemberAttrs(m.attrs)); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	puts := []struct{ k, v []byte }{
+		{metaConsistentIndex, binary.BigEndian.AppendUint64(nil, index)},
+		{metaTerm, binary.BigEndian.AppendUint64(nil, term)},
+	}
+	if st.view.compactRev > 0 {
+		c := appendRevKey(nil, revision{main: st.view.compactRev})
+		puts = append(puts, struct{ k, v []byte }{metaScheduledCompact, c}, struct{ k, v []byte }{metaFinishedCompact, c})
+	}
+	for _, p := range puts {
+		if err := meta.Put(p.k, p.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -134,11 +135,28 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			stable.Close()
 		}
 	}()
+	ks := newKeyspace()
+	kvState, be, err := openKV(dir, snap, ks, o.backendOptions(o.Logger.With("node", m.NodeID)))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			be.close()
+		}
+	}()
+	if m.Format < formatVersion {
+		o.Logger.Info("keyspace moved out of memory into kv.db (data directory format 3)", "node", m.NodeID, "index", kvState.index)
+		m.Format = formatVersion
+		if err := writeManifest(dir, m); err != nil {
+			return nil, fmt.Errorf("accord: open: %w", err)
+		}
+	}
 	fss, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("accord: open: %w", err)
 	}
-	snaps := snapStore{fss}
+	snaps := &snapStore{FileSnapshotStore: fss, dir: dir}
 
 	// Gossip announces this node only once its directory checked out.
 	var g *gossip
@@ -169,7 +187,6 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		}
 	}()
 
-	ks := newKeyspace()
 	s = &Store{
 		opts:     o,
 		log:      o.Logger.With("node", m.NodeID),
@@ -189,7 +206,9 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		disk:     newDiskGuard(dir, o.MinFreeDiskBytes, o.Logger.With("node", m.NodeID)),
 	}
 	s.hub = newWatchHub(ks)
-	s.fsm = newFSM(s.log, ks, s.hub, s.lessor)
+	s.fsm = newFSM(s.log, ks, kvState, s.hub, s.lessor, dir, o.backendOptions(s.log))
+	snaps.live = s.liveSnapshot
+	be.start()
 
 	self := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.NodeID), Address: addr}
 	if !m.Initialized {
@@ -357,6 +376,14 @@ func newRaft(c *raft.Config, f *fsm, logs raft.LogStore, stable raft.StableStore
 	return r, nil
 }
 
+// liveSnapshot streams kv.db for raft (a snapshot sent to a follower).
+func (s *Store) liveSnapshot() (io.ReadCloser, int64, error) {
+	s.ks.mu.RLock()
+	be := s.ks.be
+	s.ks.mu.RUnlock()
+	return be.snapshot()
+}
+
 // raftLogCache is how many recent log entries raft keeps in memory.
 const raftLogCache = 1024
 
@@ -379,6 +406,9 @@ func (s *Store) raftConfig() *raft.Config {
 	c.SnapshotInterval = s.opts.SnapshotInterval
 	c.TrailingLogs = s.opts.TrailingLogs
 	c.NoLegacyTelemetry = true
+	// The state is kv.db, which says which entries it holds: raft replays
+	// the log after its newest snapshot and the FSM skips what it has.
+	c.NoSnapshotRestoreOnStart = true
 	// A leader that removes itself steps down and keeps running; the
 	// removal check (removedLoop) or Leave then closes the store. raft's
 	// own shutdown would leave the Store half alive.
@@ -404,6 +434,12 @@ func (s *Store) Close() error {
 			s.peer.close()
 		}
 		if cerr := s.stores.close(); err == nil {
+			err = cerr
+		}
+		s.ks.mu.RLock()
+		be := s.ks.be
+		s.ks.mu.RUnlock()
+		if cerr := be.close(); err == nil {
 			err = cerr
 		}
 		s.closeErr = err
@@ -601,6 +637,12 @@ type readBatch struct {
 func (s *Store) readIndex(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		// Without this, a read batch that completes at once races the
+		// done ctx in confirmIndex's select, and a cancelled call could
+		// succeed (TestBindVarErrors, now and then).
+		return err
 	}
 	for attempt := 0; ; attempt++ {
 		var (

@@ -335,7 +335,7 @@ func (s *Store) catchUp(w *watcher, send func(WatchResponse) bool) bool {
 		from := w.next
 		s.hub.mu.Unlock()
 
-		revs, covered, err := s.ks.history(from, 0, watchCatchupRevs)
+		revs, covered, err := s.ks.history(from, 0, watchCatchupRevs, w.prevKV)
 		if errors.Is(err, ErrCompacted) {
 			_, compacted := s.ks.Revs()
 			send(WatchResponse{Revision: s.ks.Rev(), CompactRevision: compacted, Err: ErrCompacted})

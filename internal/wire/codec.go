@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Encoding format (CodecVersion 1)
@@ -23,6 +24,7 @@ import (
 //	            | lease:varint                 ; CmdLeaseRevoke, CmdLeaseExpire
 //	            |                              ; CmdNoop: empty
 //	            | id:string name:string n:uvarint url:string*n ; CmdMemberAttrs
+//	            | action:byte type:varint node:string ; CmdAlarm
 //	txn         = ncmp:uvarint compare*ncmp
 //	              nsucc:uvarint op*nsucc nfail:uvarint op*nfail
 //	compare     = result:byte target:byte key:string range_end:string
@@ -460,6 +462,8 @@ func encodeCommand(e *Encoder, c *Command) error {
 		return strayField(c.Type, "LeaseTTLMillis")
 	case c.Member != nil && c.Type != CmdMemberAttrs:
 		return strayField(c.Type, "Member")
+	case c.Alarm != nil && c.Type != CmdAlarm:
+		return strayField(c.Type, "Alarm")
 	}
 	e.Byte(CodecVersion)
 	e.Byte(byte(c.Type))
@@ -486,6 +490,13 @@ func encodeCommand(e *Encoder, c *Command) error {
 		for _, u := range c.Member.ClientURLs {
 			e.String(u)
 		}
+	case CmdAlarm:
+		if c.Alarm == nil || c.Alarm.NodeID == "" {
+			return fmt.Errorf("%w: %s command without a member", ErrInvalidCommand, c.Type)
+		}
+		e.Byte(c.Alarm.Action)
+		e.Varint(int64(c.Alarm.Type))
+		e.String(c.Alarm.NodeID)
 	case CmdNoop:
 	}
 	return nil
@@ -615,6 +626,10 @@ func commandSize(c *Command) int {
 				n += stringSize(len(u))
 			}
 		}
+	case CmdAlarm:
+		if a := c.Alarm; a != nil {
+			n += 1 + varintSize(int64(a.Type)) + stringSize(len(a.NodeID))
+		}
 	}
 	return n
 }
@@ -731,6 +746,15 @@ func DecodeCommand(b []byte) (*Command, error) {
 			d.Fail(fmt.Errorf("%w: member attributes without an ID", ErrCorrupt))
 		}
 		c.Member = m
+	case CmdAlarm:
+		a := &AlarmChange{Action: d.Byte()}
+		t := d.Varint()
+		a.NodeID = d.String()
+		if d.Err() == nil && (a.NodeID == "" || t < math.MinInt32 || t > math.MaxInt32) {
+			d.Fail(fmt.Errorf("%w: bad alarm change", ErrCorrupt))
+		}
+		a.Type = int32(t)
+		c.Alarm = a
 	case CmdNoop:
 	}
 	if err := d.Finish(); err != nil {

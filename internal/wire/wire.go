@@ -31,9 +31,12 @@ const (
 	// it only once every member runs 0.2.0 or later (the root package's
 	// cluster-version gate), because 0.1.0 cannot apply it.
 	CmdMemberAttrs CmdType = 7
+	// CmdAlarm raises or clears an alarm of a member (etcd's
+	// AlarmRequest). Added in accord 0.3.0, behind its version gate.
+	CmdAlarm CmdType = 8
 
 	// cmdMax is one past the last known type.
-	cmdMax CmdType = 8
+	cmdMax CmdType = 9
 )
 
 // Known reports whether t is a command type this version understands.
@@ -57,6 +60,8 @@ func (t CmdType) String() string {
 		return "noop"
 	case CmdMemberAttrs:
 		return "member-attrs"
+	case CmdAlarm:
+		return "alarm"
 	}
 	return "unknown"
 }
@@ -72,6 +77,20 @@ type Command struct {
 	// LeaseTTLMillis is the granted TTL in milliseconds (CmdLeaseGrant).
 	LeaseTTLMillis int64
 	Member         *MemberAttrs // CmdMemberAttrs
+	Alarm          *AlarmChange // CmdAlarm
+}
+
+// Alarm actions (AlarmChange.Action), as etcd numbers AlarmRequest's.
+const (
+	AlarmActivate   uint8 = 1
+	AlarmDeactivate uint8 = 2
+)
+
+// AlarmChange raises or clears one alarm of one member.
+type AlarmChange struct {
+	Action uint8  // AlarmActivate or AlarmDeactivate
+	Type   int32  // etcd's AlarmType: 1 NOSPACE, 2 CORRUPT
+	NodeID string // the member the alarm is for; never empty
 }
 
 // MemberAttrs are the attributes a member publishes about itself through
