@@ -136,6 +136,8 @@ type backend struct {
 	guard    *sync.RWMutex // the keyspace's mutex; see the locking note above
 	noSync   bool
 	mmapSize int
+	pageSize int
+	bo       *backendOptions
 
 	db *bbolt.DB
 	// guarded by *guard
@@ -156,6 +158,7 @@ type backend struct {
 	idle      chan struct{} // closed and replaced whenever a commit ends
 	job       *compactJob   // the compaction the committer is carrying out (committer only)
 	streams   sync.WaitGroup
+	streamMu  sync.RWMutex // held for reading by each snapshot stream, for writing while defrag swaps files
 	started   bool // start was called (set before the backend is shared)
 	closeOnce sync.Once
 	closeErr  error
@@ -302,6 +305,8 @@ func newBackend(path string, db *bbolt.DB, guard *sync.RWMutex, committed uint64
 		guard:     guard,
 		noSync:    o.noSync,
 		mmapSize:  initialMmapSize(o.quota),
+		pageSize:  db.Info().PageSize,
+		bo:        o,
 		db:        db,
 		cur:       &batch{},
 		kick:      make(chan struct{}, 1),
@@ -526,7 +531,7 @@ func (be *backend) write(b *batch) (err error) {
 		size = be.rtx.Size()
 	}
 	// Room the commit may need: each write can dirty a page of its own.
-	need := size + 2*int64(b.bytes) + int64(len(b.kvs)+len(b.ops)+compactDeletesPerCommit+64)*int64(2*be.db.Info().PageSize)
+	need := size + 2*int64(b.bytes) + int64(len(b.kvs)+len(b.ops)+compactDeletesPerCommit+64)*int64(2*be.pageSize)
 	slow := need >= int64(be.mmapSize)
 	if slow {
 		be.guard.Lock() // readers wait: the map may move
@@ -745,12 +750,13 @@ func (be *backend) doClose() error {
 // dbSize and dbSizeInUse).
 func (be *backend) sizes() (size, inUse int64) {
 	be.guard.RLock()
+	db := be.db
 	if be.rtx != nil {
 		size = be.rtx.Size()
 	}
 	be.guard.RUnlock()
-	st := be.db.Stats()
-	inUse = size - int64(st.FreePageN)*int64(be.db.Info().PageSize)
+	st := db.Stats()
+	inUse = size - int64(st.FreePageN+st.PendingPageN)*int64(be.pageSize)
 	return size, max(inUse, 0)
 }
 
@@ -759,8 +765,14 @@ func (be *backend) sizes() (size, inUse int64) {
 // the Maintenance.Snapshot call sends, which is this), and its length. The
 // stream reads one bbolt read transaction; Close releases it.
 func (be *backend) snapshot() (io.ReadCloser, int64, error) {
+	// bbolt's WriteTo reads the file by its path: defrag must not rename
+	// another file there while a stream is on.
+	be.streamMu.RLock()
+	be.guard.RLock()
 	tx, err := be.db.Begin(false)
+	be.guard.RUnlock()
 	if err != nil {
+		be.streamMu.RUnlock()
 		return nil, 0, err
 	}
 	size := tx.Size()
@@ -768,6 +780,7 @@ func (be *backend) snapshot() (io.ReadCloser, int64, error) {
 	be.streams.Add(1)
 	go func() {
 		defer be.streams.Done()
+		defer be.streamMu.RUnlock()
 		defer tx.Rollback()
 		h := sha256.New()
 		_, err := tx.WriteTo(io.MultiWriter(pw, h))
@@ -997,4 +1010,74 @@ func cmpString(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// defrag rewrites kv.db into a new file holding only what is in use and
+// swaps it in (etcd's Defragment), and returns the sizes before and after.
+// Applies go on meanwhile, into the current batch (the committer is busy
+// here, so a long defragmentation ends in back-pressure, as etcd's blocks
+// writes). A crash leaves kv.db.defrag behind, which Open removes: the old
+// file is untouched until the new one is complete and synced.
+func (be *backend) defrag() (before, after int64, err error) {
+	err = be.do(func() error {
+		for range 2 { // the batch a failed commit left, then the current one
+			be.commit(false)
+		}
+		be.mu.Lock()
+		err := be.err
+		be.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		before, _ = be.sizes()
+		tmp := be.path + kvDBDefragSuffix
+		_ = os.Remove(tmp)
+		opts := boltOptions(be.bo, false)
+		opts.NoSync = true // synced once, before the swap
+		dst, err := bbolt.Open(tmp, 0o600, opts)
+		if err != nil {
+			return err
+		}
+		err = bbolt.Compact(dst, be.db, defragTxMaxSize)
+		if err == nil && !be.noSync {
+			err = dst.Sync()
+		}
+		if cerr := dst.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = os.Remove(tmp)
+			return err
+		}
+		be.streamMu.Lock()
+		defer be.streamMu.Unlock()
+		be.guard.Lock()
+		be.endRead()
+		old := be.db
+		err = os.Rename(tmp, be.path)
+		if err == nil && !be.noSync {
+			err = syncDir(filepath.Dir(be.path))
+		}
+		var db *bbolt.DB
+		if err == nil {
+			db, err = openKVBolt(be.path, be.bo)
+		}
+		if err != nil {
+			// The old file stays in use: renamed or not, its data is
+			// complete, and the new one held the same.
+			be.beginRead()
+			be.guard.Unlock()
+			return err
+		}
+		be.db = db
+		be.beginRead()
+		be.guard.Unlock()
+		// Snapshot streams of the old file finish first (Close waits).
+		if err := old.Close(); err != nil {
+			be.log.Warn("kv.db: closing the file defragmentation replaced", "err", err)
+		}
+		after, _ = be.sizes()
+		return nil
+	})
+	return before, after, err
 }

@@ -81,8 +81,8 @@ type Metrics struct {
 	SnapshotSave Histogram
 	// SnapshotRestore is the time restoring a snapshot into the state
 	// machine took: one received from the leader (a member too far behind
-	// for the log), or this member's own newest snapshot when Open starts
-	// the store. Its Count is the number of snapshots installed.
+	// for the log). Its Count is the number of snapshots installed. Open
+	// restores none: the state is kv.db, read in place.
 	SnapshotRestore Histogram
 	// WALFsync is the latency of the fdatasync calls that make raft log
 	// appends durable (one per batch of entries, plus one per new segment
@@ -97,8 +97,10 @@ type Metrics struct {
 	// Keys is the number of keys that exist at the current revision
 	// (deleted keys whose history is still retained are not counted).
 	Keys int64
-	// SizeBytes is the approximate memory the keyspace holds, every
-	// retained version included (Status.DBSize).
+	// SizeBytes is the size of this member's kv.db, every retained
+	// version included (Status.DBSize, etcd's db total size). It moves
+	// when a batch is committed (about every 100 ms under writes), in
+	// whole pages.
 	SizeBytes int64
 	// Watchers is the number of watches open on this member (Watch calls
 	// whose channel has not closed yet).

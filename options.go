@@ -224,6 +224,10 @@ type Options struct {
 	// maximum); negative, or more than 1 TiB, is refused.
 	QuotaBytes int64
 
+	// AutoCompaction compacts history on its own (etcd's
+	// --auto-compaction-*). Default zero: off, as in etcd.
+	AutoCompaction AutoCompaction
+
 	// logSegmentSize is the size of new raft log segment files
 	// (internal/raftlog); 0 is raftlog's default. Tests make it small.
 	logSegmentSize int64
@@ -360,6 +364,14 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.QuotaBytes < 0 || c.QuotaBytes > maxQuotaBytes {
 		bad("QuotaBytes %d: use 0 (2 GiB) up to 1 TiB", c.QuotaBytes)
+	}
+	switch ac := c.AutoCompaction; {
+	case ac.Period != 0 && ac.Revisions != 0:
+		bad("AutoCompaction: set Period or Revisions, not both")
+	case ac.Period < 0 || ac.Period > 0 && ac.Period < time.Second:
+		bad("AutoCompaction.Period %v: at least 1s (0 is off)", ac.Period)
+	case ac.Revisions < 0:
+		bad("AutoCompaction.Revisions %d is negative", ac.Revisions)
 	}
 	if c.MaxRequestBytes < 0 {
 		bad("MaxRequestBytes %d is negative", c.MaxRequestBytes)

@@ -304,6 +304,13 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.wg.Go(s.readLoop)
 	s.wg.Go(s.expiryLoop)
 	s.wg.Go(s.progressLoop)
+	s.wg.Go(s.quotaAtOpen)
+	if o.AutoCompaction != (AutoCompaction{}) {
+		s.wg.Go(s.autoCompact)
+	}
+	if o.QuotaBytes > warnQuotaBytes {
+		s.log.Warn("QuotaBytes is above the recommended maximum (8 GiB)", "quota", o.QuotaBytes)
+	}
 	s.wg.Go(func() { s.disk.loop(s.stop) })
 	if peer != nil {
 		s.wg.Go(s.publishLoop)
@@ -638,12 +645,7 @@ func (s *Store) readIndex(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
-		// Without this, a read batch that completes at once races the
-		// done ctx in confirmIndex's select, and a cancelled call could
-		// succeed (TestBindVarErrors, now and then).
-		return err
-	}
+
 	for attempt := 0; ; attempt++ {
 		var (
 			index uint64
@@ -651,6 +653,12 @@ func (s *Store) readIndex(ctx context.Context) error {
 			retry = true
 		)
 		if s.isReady() {
+			if err := ctx.Err(); err != nil {
+				// Else a read batch that completes at once races the done
+				// ctx in confirmIndex's select, and a cancelled call can
+				// succeed (TestBindVarErrors, now and then).
+				return err
+			}
 			index, err = s.confirmIndex(ctx)
 			retry = errors.Is(err, ErrNotLeader)
 		} else if addr, id := s.leader(); addr != "" && id != s.id && s.peer != nil {
@@ -796,6 +804,9 @@ func (s *Store) propose(ctx context.Context, cmd *wire.Command) (res *applyResul
 	s.metrics.pending.Add(1)
 	defer func() { s.metrics.proposalDone(res != nil) }()
 	if err := s.disk.refuse(cmd.Type); err != nil {
+		return nil, err
+	}
+	if err := s.checkQuota(ctx, cmd, len(data)); err != nil {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
