@@ -159,7 +159,7 @@ type backend struct {
 	job       *compactJob   // the compaction the committer is carrying out (committer only)
 	streams   sync.WaitGroup
 	streamMu  sync.RWMutex // held for reading by each snapshot stream, for writing while defrag swaps files
-	started   bool // start was called (set before the backend is shared)
+	started   bool         // start was called (set before the backend is shared)
 	closeOnce sync.Once
 	closeErr  error
 }
