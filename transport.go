@@ -685,6 +685,7 @@ var errCodes = []struct {
 	{wire.ErrCodeNotFound, ErrMemberNotFound},
 	{wire.ErrCodeExists, ErrMemberExists},
 	{wire.ErrCodeNoSpace, ErrNoSpace},
+	{wire.ErrCodeSpaceExceeded, ErrSpaceExceeded},
 }
 
 func errToWire(err error) *wire.Response {

@@ -64,4 +64,5 @@ var errMap = []struct {
 	// Not etcd's ErrGRPCNoSpace ("database space exceeded", a quota alarm):
 	// accord refuses writes because the disk itself is nearly full.
 	{accord.ErrNoSpace, status.Error(codes.ResourceExhausted, "etcdserver: disk full: no space left for the raft log")},
+	{accord.ErrSpaceExceeded, rpctypes.ErrGRPCNoSpace},
 }

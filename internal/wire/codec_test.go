@@ -71,6 +71,8 @@ var roundTripCases = []struct {
 	{"lease-expire", &Command{Type: CmdLeaseExpire, LeaseID: 100}},
 	{"member-attrs", &Command{Type: CmdMemberAttrs, Member: &MemberAttrs{ID: "n1", Name: "infra1", ClientURLs: []string{"http://127.0.0.1:2379", "http://10.0.0.1:2379"}}}},
 	{"member-attrs-bare", &Command{Type: CmdMemberAttrs, Member: &MemberAttrs{ID: "n1"}}},
+	{"alarm-activate", &Command{Type: CmdAlarm, Alarm: &AlarmChange{Action: AlarmActivate, Type: 1, NodeID: "n1"}}},
+	{"alarm-deactivate", &Command{Type: CmdAlarm, Alarm: &AlarmChange{Action: AlarmDeactivate, Type: 2, NodeID: "n2"}}},
 	{"lease-zero", &Command{Type: CmdLeaseRevoke}},
 	{"txn-empty", &Command{Type: CmdTxn, Txn: &TxnRequest{}}},
 	{"txn-empty-slices", &Command{Type: CmdTxn, Txn: &TxnRequest{Compare: []Compare{}, Success: []RequestOp{}, Failure: []RequestOp{}}}},
@@ -240,11 +242,18 @@ func TestEveryFieldEncoded(t *testing.T) {
 			}
 			return &Command{Type: CmdMemberAttrs, Member: m}
 		}},
+		{"AlarmChange", reflect.TypeOf(AlarmChange{}), func(v reflect.Value) *Command {
+			a := v.Interface().(*AlarmChange)
+			if a.NodeID == "" {
+				a.NodeID = "n" // required
+			}
+			return &Command{Type: CmdAlarm, Alarm: a}
+		}},
 	}
 	// Fields whose round trip the table in TestRoundTrip covers, because
 	// they are structural rather than scalar.
 	structural := map[string]bool{
-		"Command.Type": true, "Command.Txn": true, "Command.Member": true,
+		"Command.Type": true, "Command.Txn": true, "Command.Member": true, "Command.Alarm": true,
 		"TxnRequest.Compare": true, "TxnRequest.Success": true, "TxnRequest.Failure": true,
 		"RequestOp.Range": true, "RequestOp.Put": true, "RequestOp.DeleteRange": true, "RequestOp.Txn": true,
 	}
@@ -266,6 +275,8 @@ func TestEveryFieldEncoded(t *testing.T) {
 				fv.SetString("\x00x\xff")
 			case f.Type.Kind() == reflect.Int64:
 				fv.SetInt(-1 << 50)
+			case f.Type.Kind() == reflect.Int32:
+				fv.SetInt(-1 << 30)
 			case f.Type.Kind() == reflect.Uint8:
 				fv.SetUint(0xfe)
 			case f.Type.Kind() == reflect.Bool:
@@ -320,6 +331,7 @@ func TestGolden(t *testing.T) {
 		{&Command{Type: CmdLeaseExpire, LeaseID: 2}, "010504"},
 		// member attrs: id "a", name "b", 1 client URL "c"
 		{&Command{Type: CmdMemberAttrs, Member: &MemberAttrs{ID: "a", Name: "b", ClientURLs: []string{"c"}}}, "0107" + "0161" + "0162" + "01" + "0163"},
+		{&Command{Type: CmdAlarm, Alarm: &AlarmChange{Action: AlarmActivate, Type: 1, NodeID: "a"}}, "0108" + "01" + "02" + "0161"},
 		// txn: 0 compares, 1 success op (put "k"="v", lease 3, PrevKV|IgnoreLease), 0 failure ops
 		{&Command{Type: CmdTxn, Txn: &TxnRequest{Success: []RequestOp{{Put: &PutRequest{
 			Key: "k", Value: []byte("v"), Lease: 3, PrevKV: true, IgnoreLease: true,
@@ -390,7 +402,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"version-2", "0206", ErrUnknownVersion},
 		{"version-2-alone", "02", ErrUnknownVersion},
 		{"type-0", "0100", ErrCorrupt},
-		{"type-8", "0108", ErrUnknownCommand},
+		{"type-9", "0109", ErrUnknownCommand},
+		{"alarm-truncated", "0108", ErrTruncated},
+		{"alarm-no-node", "0108" + "01" + "02" + "00", ErrCorrupt},
 		{"attrs-empty-id", "0107000000", ErrCorrupt},
 		{"attrs-url-count-lies", "01070161000005", ErrCorrupt},
 		{"type-255", "01ff", ErrUnknownCommand},
@@ -542,6 +556,9 @@ func TestEncodeErrors(t *testing.T) {
 		{"noop-with-ttl", &Command{Type: CmdNoop, LeaseTTLMillis: 5}, ErrInvalidCommand},
 		{"attrs-nil", &Command{Type: CmdMemberAttrs}, ErrInvalidCommand},
 		{"attrs-no-id", &Command{Type: CmdMemberAttrs, Member: &MemberAttrs{Name: "x"}}, ErrInvalidCommand},
+		{"alarm-nil", &Command{Type: CmdAlarm}, ErrInvalidCommand},
+		{"alarm-no-node", &Command{Type: CmdAlarm, Alarm: &AlarmChange{Action: AlarmActivate, Type: 1}}, ErrInvalidCommand},
+		{"alarm-stray", &Command{Type: CmdNoop, Alarm: &AlarmChange{NodeID: "n"}}, ErrInvalidCommand},
 		{"noop-with-member", &Command{Type: CmdNoop, Member: &MemberAttrs{ID: "x"}}, ErrInvalidCommand},
 	}
 	for _, tc := range cases {

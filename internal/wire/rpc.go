@@ -264,6 +264,7 @@ const (
 	ErrCodeNotFound
 	ErrCodeExists
 	ErrCodeNoSpace
+	ErrCodeSpaceExceeded // added in 0.3.0: an older member reports it as unknown
 
 	// errCodeMax is one past the last known code.
 	errCodeMax
@@ -295,6 +296,7 @@ var errCodeNames = [...]string{
 	ErrCodeNotFound:         "not-found",
 	ErrCodeExists:           "exists",
 	ErrCodeNoSpace:          "no-space",
+	ErrCodeSpaceExceeded:    "space-exceeded",
 }
 
 // Known reports whether c is an error code this version understands

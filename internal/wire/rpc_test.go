@@ -584,6 +584,7 @@ func TestRPCProtocolValues(t *testing.T) {
 		ErrCodeTooManyOps, ErrCodeDuplicateKey, ErrCodeRequestTooLarge, ErrCodeCompacted, ErrCodeFutureRev,
 		ErrCodeLeaseNotFound, ErrCodeLeaseExists, ErrCodeLeaseTTLTooLarge, ErrCodeUnsupported,
 		ErrCodeInvalidArgument, ErrCodeCorrupt, ErrCodeTimeout, ErrCodeNotFound, ErrCodeExists, ErrCodeNoSpace,
+		ErrCodeSpaceExceeded,
 	}
 	if len(codes) != int(errCodeMax) {
 		t.Fatalf("%d codes listed, errCodeMax = %d", len(codes), errCodeMax)
