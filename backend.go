@@ -417,12 +417,16 @@ func (be *backend) scheduleCompaction(job *compactJob) {
 // full reports whether the FSM should wait for the committer before
 // applying more: the uncommitted batches hold more than backendMaxPending.
 // Called with *guard held.
-func (be *backend) full() bool {
+func (be *backend) full() bool { return be.pending() > backendMaxPending }
+
+// pending returns the bytes applied but not yet committed. Called with
+// *guard held.
+func (be *backend) pending() int64 {
 	n := be.cur.bytes
 	if be.frozen != nil {
 		n += be.frozen.bytes
 	}
-	return n > backendMaxPending
+	return int64(n)
 }
 
 // due reports whether the current batch should be committed now.

@@ -35,8 +35,7 @@ func (s *Store) checkQuota(ctx context.Context, cmd *wire.Command, size int) err
 	if s.fsm.noSpace.Load() {
 		return ErrSpaceExceeded
 	}
-	dbSize, _ := s.ks.Sizes()
-	if dbSize+int64(size) <= s.opts.QuotaBytes {
+	if s.ks.projectedSize()+int64(size) <= s.opts.QuotaBytes {
 		return nil
 	}
 	if err := s.raiseAlarm(ctx, AlarmNoSpace); err != nil {
@@ -82,6 +81,20 @@ func (s *Store) Alarms(ctx context.Context) ([]Alarm, error) {
 		return nil, fmt.Errorf("accord: alarms: %w", err)
 	}
 	return s.fsm.alarmList(), nil
+}
+
+// ActivateAlarm raises an alarm through the log (etcd's alarm ACTIVATE).
+// A NOSPACE alarm stops writes that add data on every member. Raising an
+// active alarm succeeds and changes nothing.
+func (s *Store) ActivateAlarm(ctx context.Context, a Alarm) error {
+	if a.NodeID == "" {
+		return fmt.Errorf("accord: activate alarm: %w: no member", ErrInvalidArgument)
+	}
+	_, err := s.propose(ctx, &wire.Command{Type: wire.CmdAlarm, Alarm: &wire.AlarmChange{Action: wire.AlarmActivate, Type: int32(a.Type), NodeID: a.NodeID}})
+	if err != nil {
+		return fmt.Errorf("accord: activate alarm %s of %s: %w", a.Type, a.NodeID, err)
+	}
+	return nil
 }
 
 // DisarmAlarm clears an alarm through the log (etcd's alarm disarm). A

@@ -133,6 +133,17 @@ func (ks *keyspace) Sizes() (size, inUse int64) {
 	return be.sizes()
 }
 
+// projectedSize is kv.db's size plus what is applied but not yet
+// committed to it: what the quota check weighs (the file alone lags a
+// batch behind, and a fast writer would overshoot by a batch).
+func (ks *keyspace) projectedSize() int64 {
+	ks.mu.RLock()
+	be, pending := ks.be, ks.be.pending()
+	ks.mu.RUnlock()
+	size, _ := be.sizes()
+	return size + pending
+}
+
 // Stats returns the number of live keys and the size of kv.db.
 func (ks *keyspace) Stats() (keys, size int64) {
 	ks.mu.RLock()

@@ -431,18 +431,9 @@ func openKeyspace(path string, guard *sync.RWMutex, bo *backendOptions) (*keyspa
 // with a linearizable read barrier and waits for the file to hold it).
 // Writes continue while it is written. Restore loads it.
 func (s *Store) Backup(ctx context.Context, w io.Writer) error {
-	if err := s.readIndex(ctx); err != nil {
-		return fmt.Errorf("accord: backup: %w", err)
-	}
-	s.ks.mu.RLock()
-	be := s.ks.be
-	s.ks.mu.RUnlock()
-	if err := be.flush(s.fsm.applied.load()); err != nil {
-		return fmt.Errorf("accord: backup: %w", err)
-	}
-	rc, _, err := be.snapshot()
+	rc, _, err := s.OpenBackup(ctx)
 	if err != nil {
-		return fmt.Errorf("accord: backup: %w", err)
+		return err
 	}
 	defer rc.Close()
 	stop := context.AfterFunc(ctx, func() { rc.Close() })
@@ -454,6 +445,27 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("accord: backup: %w", err)
 	}
 	return nil
+}
+
+// OpenBackup is Backup as a stream: it returns a reader of the same bytes
+// and their number, known in advance (etcd's Snapshot call reports the
+// bytes left). The reader holds a read transaction of kv.db until it is
+// closed; the caller must close it.
+func (s *Store) OpenBackup(ctx context.Context) (io.ReadCloser, int64, error) {
+	if err := s.readIndex(ctx); err != nil {
+		return nil, 0, fmt.Errorf("accord: backup: %w", err)
+	}
+	s.ks.mu.RLock()
+	be := s.ks.be
+	s.ks.mu.RUnlock()
+	if err := be.flush(s.fsm.applied.load()); err != nil {
+		return nil, 0, fmt.Errorf("accord: backup: %w", err)
+	}
+	rc, size, err := be.snapshot()
+	if err != nil {
+		return nil, 0, fmt.Errorf("accord: backup: %w", err)
+	}
+	return rc, size, nil
 }
 
 // Restore creates a new data directory dir from a backup read from r: a

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -20,42 +19,37 @@ import (
 
 // maintenanceServer implements etcd's Maintenance service.
 //
-//   - Status reports this member's view (Store.Status). DbSize and
-//     DbSizeInUse are the approximate size of the in-memory keyspace, never
-//     below minReportedDBSize: etcdctl's endpoint status divides by DbSize.
-//     The keyspace has no fragmentation, so both are equal. DbSizeQuota is 0
-//     (accord has no backend quota).
-//   - Alarm answers every action with an empty alarm list: accord raises
-//     no etcd alarms (NOSPACE, CORRUPT).
-//   - Defragment succeeds without doing anything: the keyspace is in
-//     memory and has nothing to defragment.
+//   - Status reports this member's view (Store.Status): DbSize and
+//     DbSizeInUse are its kv.db's size and the part of it in use,
+//     DbSizeQuota is Options.QuotaBytes, and Errors holds "no leader" and
+//     the active alarms, as etcd reports them.
+//   - Alarm lists, raises and clears alarms (Store.Alarms, ActivateAlarm,
+//     DisarmAlarm): NOSPACE, raised when a kv.db passes the quota, and
+//     CORRUPT.
+//   - Defragment rewrites this member's kv.db (Store.Defragment).
 //   - MoveLeader transfers leadership; like etcd it must reach the leader.
 //   - Hash and HashKV hash the keyspace (see hashKeyspace): comparable
 //     between the members of an accord cluster, not with etcd's hashes.
-//   - Snapshot streams a Store.Backup framed as described at
-//     ReadSnapshot, so that `etcdctl snapshot save` accepts the file and
-//     RestoreSnapshot can restore it.
+//   - Snapshot streams Store.OpenBackup: kv.db, whose layout is etcd's,
+//     then its SHA-256 in the last message, as etcd sends it. `etcdctl
+//     snapshot save` writes that to a file etcdutl reads, and that
+//     RestoreSnapshot (accordd snapshot restore) restores.
 type maintenanceServer struct {
 	pb.UnimplementedMaintenanceServer
 	srv *Server
 }
-
-// minReportedDBSize is the smallest DbSize Status reports (one bbolt page):
-// the keyspace of an empty store is close to 0 bytes, and etcdctl's
-// endpoint status divides by DbSize.
-const minReportedDBSize = 4096
 
 func (m *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st, err := m.srv.store.Status(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	size := max(st.DBSize, minReportedDBSize)
 	resp := &pb.StatusResponse{
 		Header:           m.srv.currentHeader(),
 		Version:          Version,
-		DbSize:           size,
-		DbSizeInUse:      size,
+		DbSize:           st.DBSize,
+		DbSizeInUse:      st.DBSizeInUse,
+		DbSizeQuota:      st.QuotaBytes,
 		RaftIndex:        st.CommitIndex,
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: st.AppliedIndex,
@@ -67,16 +61,86 @@ func (m *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*p
 	} else {
 		resp.Errors = append(resp.Errors, rpctypes.ErrorDesc(rpctypes.ErrGRPCNoLeader))
 	}
+	for _, a := range st.Alarms {
+		am := alarmToPB(a)
+		resp.Errors = append(resp.Errors, am.String())
+	}
 	return resp, nil
 }
 
-// Alarm answers every request with no alarms.
-func (m *maintenanceServer) Alarm(context.Context, *pb.AlarmRequest) (*pb.AlarmResponse, error) {
-	return &pb.AlarmResponse{Header: m.srv.currentHeader()}, nil
+func alarmToPB(a accord.Alarm) *pb.AlarmMember {
+	return &pb.AlarmMember{MemberID: MemberID(a.NodeID), Alarm: pb.AlarmType(a.Type)}
 }
 
-// Defragment does nothing and succeeds: the keyspace lives in memory.
-func (m *maintenanceServer) Defragment(context.Context, *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+// Alarm answers etcd's AlarmRequest. GET lists the active alarms of the
+// given type (every type for NONE).
+// ACTIVATE and DEACTIVATE change one, for the member with etcd ID
+// MemberID, through the log, and answer with the alarm changed (none when
+// there was nothing to change), as etcd does. An alarm is cleared by its
+// member ID whether or not that member is still in the cluster.
+func (m *maintenanceServer) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	alarms, err := m.srv.store.Alarms(ctx)
+	if err != nil {
+		return nil, toGRPC(err)
+	}
+	resp := &pb.AlarmResponse{}
+	switch r.Action {
+	case pb.AlarmRequest_GET:
+		for _, a := range alarms {
+			if r.Alarm == pb.AlarmType_NONE || pb.AlarmType(a.Type) == r.Alarm {
+				resp.Alarms = append(resp.Alarms, alarmToPB(a))
+			}
+		}
+	case pb.AlarmRequest_ACTIVATE:
+		if r.Alarm == pb.AlarmType_NONE {
+			break // etcd changes nothing and answers with no alarm
+		}
+		node := ""
+		for _, a := range alarms {
+			if MemberID(a.NodeID) == r.MemberID {
+				node = a.NodeID
+			}
+		}
+		if node == "" {
+			ms, err := m.srv.store.Members(ctx)
+			if err != nil {
+				return nil, toGRPC(err)
+			}
+			for _, mb := range ms {
+				if MemberID(mb.ID) == r.MemberID {
+					node = mb.ID
+				}
+			}
+		}
+		if node == "" {
+			// etcd takes any member ID; accord's alarms belong to members.
+			return nil, rpctypes.ErrGRPCMemberNotFound
+		}
+		a := accord.Alarm{NodeID: node, Type: accord.AlarmType(r.Alarm)}
+		if err := m.srv.store.ActivateAlarm(ctx, a); err != nil {
+			return nil, toGRPC(err)
+		}
+		resp.Alarms = append(resp.Alarms, alarmToPB(a))
+	case pb.AlarmRequest_DEACTIVATE:
+		for _, a := range alarms {
+			if MemberID(a.NodeID) != r.MemberID || pb.AlarmType(a.Type) != r.Alarm {
+				continue
+			}
+			if err := m.srv.store.DisarmAlarm(ctx, a); err != nil {
+				return nil, toGRPC(err)
+			}
+			resp.Alarms = append(resp.Alarms, alarmToPB(a))
+		}
+	}
+	resp.Header = m.srv.currentHeader()
+	return resp, nil
+}
+
+// Defragment rewrites this member's kv.db (Store.Defragment).
+func (m *maintenanceServer) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := m.srv.store.Defragment(ctx); err != nil {
+		return nil, toGRPC(err)
+	}
 	return &pb.DefragmentResponse{Header: m.srv.currentHeader()}, nil
 }
 
@@ -186,131 +250,95 @@ func (m *maintenanceServer) hashKeyspace(ctx context.Context, rev int64) (uint32
 	}
 }
 
-// Snapshot framing. etcdctl's `snapshot save` accepts a file only if its
-// size is a multiple of 512 plus a 32-byte SHA-256 trailer (etcd's bbolt
-// files are page-aligned). An accord backup is self-delimiting but of any
-// length, so the stream carries
-//
-//	[backup][zero padding][backup length: 8 bytes, big-endian]
-//
-// padded (0 to 511 bytes) to a multiple of 512, and then, as etcd sends it,
-// the SHA-256 of all of that as the final 32 bytes.
-const (
-	snapshotAlign     = 512
-	snapshotFooterLen = 8
-	snapshotChunk     = 32 * 1024 // etcd's snapshotSendBufferSize
-)
+// snapshotChunk is the size of a Snapshot message (etcd's
+// snapshotSendBufferSize).
+const snapshotChunk = 32 * 1024
 
-// Snapshot streams a consistent backup of the store (Store.Backup, which
-// starts with a linearizable read barrier) in the framing above, in 32 KiB
-// messages. RemainingBytes counts the framed bytes not yet sent, excluding
-// the trailer, which comes last with RemainingBytes 0, as etcd does.
-// Version is the package's Version.
+// Snapshot streams a consistent backup of the store (Store.OpenBackup,
+// which starts with a linearizable read barrier): kv.db in 32 KiB
+// messages, whose RemainingBytes count the bytes of kv.db not yet sent,
+// then its SHA-256 alone in the last message with RemainingBytes 0, as
+// etcd sends it. Version is the package's Version.
 func (m *maintenanceServer) Snapshot(_ *pb.SnapshotRequest, stream grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
-	body, size, cleanup, err := m.backup(stream.Context())
+	rc, size, err := m.srv.store.OpenBackup(stream.Context())
 	if err != nil {
 		return toGRPC(err)
 	}
-	defer cleanup()
-
-	total := snapshotFramedSize(size)
-	var footer [snapshotFooterLen]byte
-	binary.BigEndian.PutUint64(footer[:], uint64(size))
-	r := io.MultiReader(body, bytes.NewReader(make([]byte, total-size-snapshotFooterLen)), bytes.NewReader(footer[:]))
-
-	h := sha256.New()
-	var sent int64
-	for sent < total {
-		buf := make([]byte, min(snapshotChunk, total-sent))
-		n, err := io.ReadFull(r, buf)
-		if err != nil {
+	defer rc.Close()
+	db := size - sha256.Size
+	r := bufio.NewReaderSize(rc, snapshotChunk)
+	for sent := int64(0); sent < db; {
+		buf := make([]byte, min(snapshotChunk, db-sent))
+		if _, err := io.ReadFull(r, buf); err != nil {
 			return toGRPC(fmt.Errorf("etcdapi: snapshot: reading the backup: %w", err))
 		}
-		sent += int64(n)
-		h.Write(buf)
+		sent += int64(len(buf))
 		if err := stream.Send(&pb.SnapshotResponse{
 			Header:         m.srv.currentHeader(),
-			RemainingBytes: uint64(total - sent),
+			RemainingBytes: uint64(db - sent),
 			Blob:           buf,
 			Version:        Version,
 		}); err != nil {
 			return err
 		}
 	}
-	return stream.Send(&pb.SnapshotResponse{Header: m.srv.currentHeader(), Blob: h.Sum(nil), Version: Version})
+	sum := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(r, sum); err != nil {
+		return toGRPC(fmt.Errorf("etcdapi: snapshot: reading the backup: %w", err))
+	}
+	return stream.Send(&pb.SnapshotResponse{Header: m.srv.currentHeader(), Blob: sum, Version: Version})
 }
 
-// snapshotFramedSize is the size of a framed backup of size bytes, without
-// the trailer.
-func snapshotFramedSize(size int64) int64 {
-	n := size + snapshotFooterLen
-	return (n + snapshotAlign - 1) / snapshotAlign * snapshotAlign
-}
-
-// backup writes a backup to a temporary file (in memory if no temporary
-// file can be created) and returns a reader of it, its size, and a
-// function that releases it.
-func (m *maintenanceServer) backup(ctx context.Context) (io.Reader, int64, func(), error) {
-	f, err := os.CreateTemp("", "accord-etcd-snapshot-*")
-	if err != nil {
-		m.srv.log.Warn("snapshot: no temporary file; buffering the backup in memory", "err", err)
-		var buf bytes.Buffer
-		if err := m.srv.store.Backup(ctx, &buf); err != nil {
-			return nil, 0, nil, err
-		}
-		return &buf, int64(buf.Len()), func() {}, nil
-	}
-	cleanup := func() {
-		_ = f.Close()
-		_ = os.Remove(f.Name())
-	}
-	w := bufio.NewWriterSize(f, 256*1024)
-	if err = m.srv.store.Backup(ctx, w); err == nil {
-		err = w.Flush()
-	}
-	var size int64
-	if err == nil {
-		size, err = f.Seek(0, io.SeekCurrent)
-	}
-	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
-	}
-	if err != nil {
-		cleanup()
-		return nil, 0, nil, err
-	}
-	return bufio.NewReaderSize(f, snapshotChunk), size, cleanup, nil
-}
+// Snapshots saved from accord 0.2 and older frame an ACCORDSNAP backup as
+//
+//	[backup][zero padding][backup length: 8 bytes, big-endian][SHA-256]
+//
+// padded to a multiple of 512 (etcdctl's check of snapshot files).
+const (
+	legacySnapshotAlign     = 512
+	legacySnapshotFooterLen = 8
+)
 
 // ReadSnapshot checks a snapshot file written by `etcdctl snapshot save`
-// (or by clientv3's Snapshot) from an accord member and returns a reader
-// of the accord backup it holds, for accord.Restore. The file is
-// [backup][zero padding][backup length, 8 bytes big-endian], a multiple of
-// 512 bytes, followed by the SHA-256 of all of that. ReadSnapshot reads
-// the whole file into memory and verifies the checksum, the length and the
-// padding first; errors match accord.ErrCorrupt. A snapshot of an etcd
-// server (a bbolt file) is not an accord backup and fails here.
+// (or clientv3's Snapshot) and returns a reader of what accord.Restore
+// takes. The file is kv.db followed by its SHA-256: this version's
+// snapshots and etcd's alike (a bbolt file with etcd's buckets). A file
+// saved from accord 0.2 or older (an ACCORDSNAP backup in the framing
+// above) is read too. ReadSnapshot reads the whole file into memory and
+// verifies the checksum first; errors match accord.ErrCorrupt.
 func ReadSnapshot(r io.Reader) (io.Reader, error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("etcdapi: read snapshot: %w", err)
 	}
-	if len(data) < snapshotAlign+sha256.Size || (len(data)-sha256.Size)%snapshotAlign != 0 {
-		return nil, snapshotCorrupt("size %d is not a multiple of %d plus a %d-byte sha256 trailer", len(data), snapshotAlign, sha256.Size)
+	if len(data) < sha256.Size {
+		return nil, snapshotCorrupt("%d bytes: too short for a snapshot", len(data))
 	}
 	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
 	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
 		return nil, snapshotCorrupt("sha256 checksum mismatch")
 	}
-	payload := body[:len(body)-snapshotFooterLen]
-	n := binary.BigEndian.Uint64(body[len(body)-snapshotFooterLen:])
-	if n > uint64(len(payload)) || uint64(len(payload))-n >= snapshotAlign {
-		return nil, snapshotCorrupt("not an accord snapshot: bad length footer %d for %d bytes (an etcd server's snapshot cannot be restored into accord)", n, len(payload))
+	if isBoltFile(body) {
+		return bytes.NewReader(data), nil
+	}
+	if len(body) < legacySnapshotAlign || len(body)%legacySnapshotAlign != 0 {
+		return nil, snapshotCorrupt("neither a bolt file nor an accord 0.2 snapshot (%d bytes)", len(body))
+	}
+	payload := body[:len(body)-legacySnapshotFooterLen]
+	n := binary.BigEndian.Uint64(body[len(body)-legacySnapshotFooterLen:])
+	if n > uint64(len(payload)) || uint64(len(payload))-n >= legacySnapshotAlign {
+		return nil, snapshotCorrupt("neither a bolt file nor an accord 0.2 snapshot: bad length footer %d for %d bytes", n, len(payload))
 	}
 	if pad := payload[n:]; bytes.Count(pad, []byte{0}) != len(pad) {
-		return nil, snapshotCorrupt("not an accord snapshot: padding is not zero")
+		return nil, snapshotCorrupt("accord 0.2 snapshot: padding is not zero")
 	}
 	return bytes.NewReader(payload[:n]), nil
+}
+
+// isBoltFile reports whether b starts with a bbolt meta page.
+func isBoltFile(b []byte) bool {
+	const pageHeader, boltMagic = 16, 0xED0CDAED
+	return len(b) >= pageHeader+4 && binary.LittleEndian.Uint32(b[pageHeader:]) == boltMagic
 }
 
 func snapshotCorrupt(format string, args ...any) error {

@@ -57,6 +57,7 @@ type config struct {
 	heartbeatIntervalMS uint
 	snapshotCount       uint64
 	snapshotCatchup     uint64
+	quotaBackendBytes   int64
 	snapshotInterval    time.Duration
 	maxRequestBytes     uint
 	maxTxnOps           uint
@@ -95,7 +96,7 @@ var accordFlags = map[string]bool{
 // configuration starts, but that have no accord counterpart. Setting one
 // logs a warning.
 var ignoredFlags = []string{
-	"quota-backend-bytes", "max-snapshots", "max-wals", "wal-dir", "logger",
+	"max-snapshots", "max-wals", "wal-dir", "logger",
 	"enable-v2", "v2-deprecation", "metrics", "pre-vote",
 	"strict-reconfig-check", "enable-grpc-gateway", "initial-election-tick-advance",
 	"cors", "host-whitelist", "auth-token", "backend-bbolt-freelist-type",
@@ -140,6 +141,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.UintVar(&c.electionTimeoutMS, "election-timeout", 1000, "time (in milliseconds) for an election to time out")
 	fs.UintVar(&c.heartbeatIntervalMS, "heartbeat-interval", 100, "accepted for etcd compatibility; accord derives heartbeats from --election-timeout")
 	fs.Uint64Var(&c.snapshotCount, "snapshot-count", 8192, "number of committed log entries that trigger a snapshot")
+	fs.Int64Var(&c.quotaBackendBytes, "quota-backend-bytes", 0, "space quota of the keyspace file (kv.db): past it a NOSPACE alarm stops writes; 0 is the default, 2 GiB")
 	fs.Uint64Var(&c.snapshotCatchup, "snapshot-catchup-entries", 10240, "log entries kept after a snapshot, so that a slow follower catches up from the log rather than a snapshot")
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether --snapshot-count entries have accumulated (accord)")
 	fs.UintVar(&c.maxRequestBytes, "max-request-bytes", 1572864, "maximum client request size in bytes")
@@ -549,6 +551,8 @@ func (c *config) validate() (*settings, error) {
 	o.MaxTxnOps = int(c.maxTxnOps)
 	o.WatchProgressNotifyInterval = c.watchProgressNotify
 	o.UnsafeNoFsync = c.unsafeNoFsync
+	o.QuotaBytes = c.quotaBackendBytes
+	o.AutoCompaction = accord.AutoCompaction{Period: s.compaction.period, Revisions: s.compaction.revisions}
 	o.Version = memberVersion
 	for _, u := range s.advertiseCli {
 		o.ClientURLs = append(o.ClientURLs, u.String())

@@ -142,9 +142,6 @@ func serve(s *settings, warnings []string, stderr io.Writer) int {
 	}
 	d.wg.Go(d.notifyWhenReady)
 	d.wg.Go(d.watchClusterVersion)
-	if s.compaction.period > 0 || s.compaction.revisions > 0 {
-		d.wg.Go(d.autoCompact)
-	}
 
 	code := 0
 	select {
