@@ -18,6 +18,8 @@ import (
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/accordkv/accord/internal/schema"
 )
 
 // The backend is the keyspace file, kv.db: a bbolt database holding every
@@ -65,17 +67,17 @@ const (
 )
 
 var (
-	bucketKey     = []byte("key")
-	bucketMeta    = []byte("meta")
-	bucketLease   = []byte("lease")
-	bucketAlarm   = []byte("alarm")
-	bucketMembers = []byte("accord_members") // accord's own: published member attributes
+	bucketKey     = []byte(schema.BucketKey)
+	bucketMeta    = []byte(schema.BucketMeta)
+	bucketLease   = []byte(schema.BucketLease)
+	bucketAlarm   = []byte(schema.BucketAlarm)
+	bucketMembers = []byte("accord_members") // accord's own: published member attributes, flat
 
-	metaConsistentIndex  = []byte("consistent_index")
-	metaTerm             = []byte("term")
-	metaScheduledCompact = []byte("scheduledCompactRev")
-	metaFinishedCompact  = []byte("finishedCompactRev")
-	metaStorageVersion   = []byte("storageVersion")
+	metaConsistentIndex  = []byte(schema.MetaConsistentIndexKey)
+	metaTerm             = []byte(schema.MetaTermKey)
+	metaScheduledCompact = []byte(schema.MetaScheduledCompactKey)
+	metaFinishedCompact  = []byte(schema.MetaFinishedCompactKey)
+	metaStorageVersion   = []byte(schema.MetaStorageVersionKey)
 	metaCluster          = []byte("accord_cluster") // the cluster name, as the manifest holds it
 
 	// storageVersion is what etcd 3.6+ reads to decide the schema of a
@@ -355,7 +357,7 @@ func (be *backend) get(r revision) ([]byte, error) {
 	if be.rkeys == nil {
 		return nil, fmt.Errorf("accord: %s is closed", be.path)
 	}
-	var k [revKeyTombLen]byte
+	var k [schema.TombstoneKeyLen]byte
 	rec := be.rkeys.Get(appendRevKey(k[:0], r))
 	if rec == nil {
 		return nil, &CorruptError{Path: be.path, Reason: fmt.Sprintf("version %d.%d is in the index but not in the file", r.main, r.sub)}
@@ -371,7 +373,7 @@ func (be *backend) putKV(r revision, rec []byte) {
 		b.first = time.Now()
 	}
 	b.kvs = append(b.kvs, pendingKV{rev: r, rec: rec})
-	b.bytes += len(rec) + revKeyTombLen
+	b.bytes += len(rec) + schema.TombstoneKeyLen
 }
 
 // putOp appends a write to another bucket (value nil deletes).
@@ -575,7 +577,7 @@ func (be *backend) write(b *batch) (err error) {
 // fillTx writes b, and a slice of job, into tx.
 func fillTx(tx *bbolt.Tx, b *batch, job *compactJob) error {
 	keys := tx.Bucket(bucketKey)
-	var k [revKeyTombLen]byte
+	var k [schema.TombstoneKeyLen]byte
 	for i := range b.kvs {
 		if err := keys.Put(appendRevKey(k[:0], b.kvs[i].rev), b.kvs[i].rec); err != nil {
 			return err

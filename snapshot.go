@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/accordkv/accord/internal/raftlog"
+	"github.com/accordkv/accord/internal/schema"
 )
 
 // Snapshots. The state is kv.db, so a raft snapshot taken for log
@@ -617,7 +618,7 @@ func resetForNewCluster(path string, bo *backendOptions) error {
 // index (of term).
 func fillLegacy(tx *bbolt.Tx, st *snapState, index, term uint64) error {
 	keys := tx.Bucket(bucketKey)
-	var k [revKeyTombLen]byte
+	var k [schema.TombstoneKeyLen]byte
 	for i := range st.view.keys {
 		h := &st.view.keys[i]
 		for j := range h.vs {

@@ -20,7 +20,14 @@ type Lease struct {
 	ID           int64
 	TTL          int64
 	RemainingTTL int64
+	// TTLMillis is accord's extension, field 14 (which etcd skips): the
+	// granted TTL in milliseconds, since accord's TTLs are not whole
+	// seconds. 0 (left out) in etcd's records.
+	TTLMillis int64
 }
+
+// FieldLeaseTTLMillis is the field number of Lease.TTLMillis.
+const FieldLeaseTTLMillis = 14
 
 // LeaseKeyLen is the length of a key of the "lease" bucket.
 const LeaseKeyLen = 8
@@ -44,7 +51,8 @@ func ParseLeaseKey(b []byte) (int64, error) {
 
 // SizeLease returns the length of l's encoding.
 func SizeLease(l *Lease) int {
-	return sizeVarintField(uint64(l.ID)) + sizeVarintField(uint64(l.TTL)) + sizeVarintField(uint64(l.RemainingTTL))
+	return sizeVarintField(uint64(l.ID)) + sizeVarintField(uint64(l.TTL)) + sizeVarintField(uint64(l.RemainingTTL)) +
+		sizeVarintField(uint64(l.TTLMillis))
 }
 
 // AppendLease appends l's protobuf encoding to dst, byte for byte what
@@ -53,7 +61,8 @@ func AppendLease(dst []byte, l *Lease) []byte {
 	dst = grow(dst, SizeLease(l))
 	dst = appendVarintField(dst, 1, uint64(l.ID))
 	dst = appendVarintField(dst, 2, uint64(l.TTL))
-	return appendVarintField(dst, 3, uint64(l.RemainingTTL))
+	dst = appendVarintField(dst, 3, uint64(l.RemainingTTL))
+	return appendVarintField(dst, FieldLeaseTTLMillis, uint64(l.TTLMillis))
 }
 
 // DecodeLease decodes b into l, skipping unknown fields. On error l is zero
@@ -78,6 +87,9 @@ func DecodeLease(b []byte, l *Lease) error {
 		case 3:
 			v, err = r.uvarint(num, wt)
 			l.RemainingTTL = int64(v)
+		case FieldLeaseTTLMillis:
+			v, err = r.uvarint(num, wt)
+			l.TTLMillis = int64(v)
 		default:
 			err = r.skip(num, wt)
 		}
