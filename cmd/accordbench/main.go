@@ -7,6 +7,9 @@
 //	accordbench [flags]                      run the rows against --endpoints
 //	accordbench compare [--title T] NAME=FILE ...
 //	                                         medians of several --json runs, side by side
+//	accordbench fill [--keys N --versions V ...]
+//	                                         write N keys V times, one Put each (.ci/bench-state)
+//	accordbench probe [--endpoints E]        time until a linearizable Get succeeds
 //
 // The rows are:
 //
@@ -78,8 +81,15 @@ var errRowsFailed = errors.New("some rows failed or saw errors (see the table)")
 // run is main without the process: it parses args, runs the bench or the
 // compare subcommand, and writes the output to stdout.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "compare" {
-		return runCompare(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "compare":
+			return runCompare(args[1:], stdout, stderr)
+		case "fill":
+			return runFill(ctx, args[1:], stdout, stderr)
+		case "probe":
+			return runProbe(ctx, args[1:], stdout, stderr)
+		}
 	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {

@@ -75,7 +75,9 @@ func TestBenchInProcess(t *testing.T) {
 	// The table names every row, and --ops bounds a row by count.
 	out.Reset()
 	logs.Reset()
-	if err := run(t.Context(), append(args, "--ops", "50", "--rows", "put,get-serializable"), &out, &logs); err != nil {
+	// 2000 ops: the server's CPU time is read from /proc in clock ticks
+	// (10 ms), and 50 fast ops can take less than one.
+	if err := run(t.Context(), append(args, "--ops", "2000", "--rows", "put,get-serializable"), &out, &logs); err != nil {
 		t.Fatalf("run --ops: %v\n%s\n%s", err, out.String(), logs.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -84,8 +86,8 @@ func TestBenchInProcess(t *testing.T) {
 	}
 	for i, row := range []string{rowPut, rowGetSer} {
 		f := strings.Fields(lines[2+i])
-		if len(f) != 7 || f[0] != row || f[4] != "50" || f[5] != "0" {
-			t.Errorf("table line %q: want row %s with 50 ops and 0 errors", lines[2+i], row)
+		if len(f) != 7 || f[0] != row || f[4] != "2000" || f[5] != "0" {
+			t.Errorf("table line %q: want row %s with 2000 ops and 0 errors", lines[2+i], row)
 		}
 	}
 }
