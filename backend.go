@@ -577,6 +577,9 @@ func (be *backend) write(b *batch) (err error) {
 // fillTx writes b, and a slice of job, into tx.
 func fillTx(tx *bbolt.Tx, b *batch, job *compactJob) error {
 	keys := tx.Bucket(bucketKey)
+	// Revision keys only ever grow: split pages nearly full, as etcd does
+	// for this bucket (bbolt's default, half full, doubles the file).
+	keys.FillPercent = 0.9
 	var k [schema.TombstoneKeyLen]byte
 	for i := range b.kvs {
 		if err := keys.Put(appendRevKey(k[:0], b.kvs[i].rev), b.kvs[i].rec); err != nil {
@@ -945,7 +948,6 @@ func loadKV(path string, db *bbolt.DB) (ks *keyspace, st *kvState, err error) {
 
 // load builds the index from the key bucket.
 func (ks *keyspace) load(keys *bbolt.Bucket, corrupt func(string, error) error, st *kvState) error {
-	leaseOf := make(map[*keyIndex]int64) // the lease of each key's last version, if any
 	var last revision
 	c := keys.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -964,25 +966,17 @@ func (ks *keyspace) load(keys *bbolt.Bucket, corrupt func(string, error) error, 
 		if !r.tomb && (kv.ModRevision != r.main || kv.CreateRevision < 1 || kv.CreateRevision > r.main || kv.Version < 1 || kv.Lease < 0) {
 			return corrupt(fmt.Sprintf("record of revision %d.%d is not a valid version", r.main, r.sub), nil)
 		}
-		ki := ks.keys[string(key)]
+		ki := ks.get(string(key))
 		if ki == nil {
 			ki = &keyIndex{key: string(key)}
-			ks.keys[ki.key] = ki
+			ks.insert(ki)
 		}
 		ki.revs = append(ki.revs, r)
-		if !r.tomb && kv.Lease != 0 {
-			leaseOf[ki] = int64(kv.Lease)
+		if r.tomb {
+			ki.create, ki.ver, ki.lease = 0, 0, 0
 		} else {
-			delete(leaseOf, ki)
+			ki.create, ki.ver, ki.lease = kv.CreateRevision, kv.Version, kv.Lease
 		}
-	}
-	sorted := make([]*keyIndex, 0, len(ks.keys))
-	for _, ki := range ks.keys {
-		sorted = append(sorted, ki)
-	}
-	slices.SortFunc(sorted, func(a, b *keyIndex) int { return cmpString(a.key, b.key) })
-	for _, ki := range sorted {
-		ks.index.ReplaceOrInsert(ki)
 	}
 	ks.rev = max(last.main, st.scheduledCompact, 1)
 	ks.compactRev = st.scheduledCompact
@@ -995,16 +989,15 @@ func (ks *keyspace) load(keys *bbolt.Bucket, corrupt func(string, error) error, 
 			st.resume = &compactJob{rev: ks.compactRev, keep: keep}
 		}
 	}
-	for _, ki := range ks.keys {
-		if _, ok := ki.latest(); ok {
+	ks.index.Ascend(func(k *keyIndex) bool {
+		if _, ok := k.latest(); ok {
 			ks.live++
+			if k.lease != 0 {
+				st.attached[int64(k.lease)] = append(st.attached[int64(k.lease)], k.key)
+			}
 		}
-	}
-	for ki, l := range leaseOf {
-		if r, ok := ki.latest(); ok && ks.keys[ki.key] == ki && r.main > 0 {
-			st.attached[l] = append(st.attached[l], ki.key)
-		}
-	}
+		return true
+	})
 	return nil
 }
 

@@ -89,6 +89,14 @@ type Event struct {
 	Type   EventType
 	KV     KeyValue
 	PrevKV *KeyValue
+
+	// The version the event replaced, for the store's own use: the FSM
+	// leaves PrevKV nil and the watch hub reads it from kv.db only for
+	// watchers that asked for it (a put does not read the version it
+	// replaces, which would make every page of the file resident).
+	prev      revision // valid when hasPrev
+	prevLease LeaseID
+	hasPrev   bool
 }
 
 // IsCreate reports whether the event created the key.

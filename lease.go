@@ -61,9 +61,9 @@ func (t *leaseTable) detach(id int64, key string) {
 func (t *leaseTable) track(events []Event) {
 	for i := range events {
 		ev := &events[i]
-		if ev.PrevKV != nil && ev.PrevKV.Lease != NoLease &&
-			(ev.Type == EventDelete || ev.PrevKV.Lease != ev.KV.Lease) {
-			t.detach(int64(ev.PrevKV.Lease), ev.KV.Key)
+		if ev.hasPrev && ev.prevLease != NoLease &&
+			(ev.Type == EventDelete || ev.prevLease != ev.KV.Lease) {
+			t.detach(int64(ev.prevLease), ev.KV.Key)
 		}
 		if ev.Type == EventPut && ev.KV.Lease != NoLease {
 			t.attach(int64(ev.KV.Lease), ev.KV.Key)

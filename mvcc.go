@@ -39,6 +39,10 @@ type revision struct {
 type keyIndex struct {
 	key  string
 	revs []revision
+	// Of the latest version, when it is live (zero after a delete): what
+	// a put needs to write the next version without reading this one.
+	create, ver int64
+	lease       LeaseID
 }
 
 // at returns the live version of the key at revision rev.
@@ -75,6 +79,10 @@ func (k *keyIndex) before(rev int64) (revision, bool) {
 
 func keyIndexLess(a, b *keyIndex) bool { return a.key < b.key }
 
+// probes are the keyIndex values lookups search the btree with: a probe
+// passed to the btree escapes, and a lookup is too hot to allocate one.
+var probes = sync.Pool{New: func() any { return new(keyIndex) }}
+
 // revEvents are the events of one revision in transaction order.
 type revEvents struct {
 	rev    int64
@@ -91,24 +99,19 @@ type keyspace struct {
 
 	rev        int64 // current revision; 1 on an empty store
 	compactRev int64 // revisions below this are gone; 0 = never compacted
-	keys       map[string]*keyIndex
-	index      *btree.BTreeG[*keyIndex]
+	index      *btree.BTreeG[*keyIndex] // the only map of keys: no hash map beside it
 	be         *backend
 	live       int64 // keys whose latest version is not a deletion
 }
 
 func newKeyspace() *keyspace {
-	return &keyspace{
-		rev:   1,
-		keys:  make(map[string]*keyIndex),
-		index: btree.NewG[*keyIndex](32, keyIndexLess),
-	}
+	return &keyspace{rev: 1, index: btree.NewG[*keyIndex](32, keyIndexLess)}
 }
 
 // adopt takes the contents of a keyspace loaded from kv.db (openKeyspace).
 // The caller holds ks.mu for writing, or ks is not shared yet.
 func (ks *keyspace) adopt(o *keyspace) {
-	ks.rev, ks.compactRev, ks.keys, ks.index, ks.be, ks.live = o.rev, o.compactRev, o.keys, o.index, o.be, o.live
+	ks.rev, ks.compactRev, ks.index, ks.be, ks.live = o.rev, o.compactRev, o.index, o.be, o.live
 }
 
 // Rev returns the current revision.
@@ -210,11 +213,27 @@ func (ks *keyspace) checkRevLocked(rev, current int64) error {
 	return nil
 }
 
+// get returns the index entry of key, or nil.
+func (ks *keyspace) get(key string) *keyIndex {
+	p := probes.Get().(*keyIndex)
+	p.key = key
+	k, _ := ks.index.Get(p)
+	p.key = ""
+	probes.Put(p)
+	return k
+}
+
+// insert adds an index entry.
+func (ks *keyspace) insert(k *keyIndex) { ks.index.ReplaceOrInsert(k) }
+
+// remove drops an index entry.
+func (ks *keyspace) remove(k *keyIndex) { ks.index.Delete(k) }
+
 // ascend calls fn for every key in the range [key, end) (with etcd's
 // conventions for an empty end and "\x00") until fn returns false.
 func (ks *keyspace) ascend(key, end string, fn func(k *keyIndex) bool) {
 	if end == "" {
-		if k := ks.keys[key]; k != nil {
+		if k := ks.get(key); k != nil {
 			fn(k)
 		}
 		return
@@ -350,8 +369,10 @@ type leaseChecker func(id int64) bool
 
 // undoEntry restores one key's index if a transaction fails halfway.
 type undoEntry struct {
-	k       *keyIndex
-	created bool // k was added by this transaction
+	k           *keyIndex
+	created     bool // k was added by this transaction
+	create, ver int64
+	lease       LeaseID
 }
 
 // txnExec applies one write transaction. It writes straight into the index
@@ -420,11 +441,11 @@ func (x *txnExec) rollback() {
 	for i := len(x.undo) - 1; i >= 0; i-- {
 		u := x.undo[i]
 		if u.created {
-			delete(ks.keys, u.k.key)
-			ks.index.Delete(u.k)
+			ks.remove(u.k)
 			continue
 		}
 		u.k.revs = u.k.revs[:len(u.k.revs)-1]
+		u.k.create, u.k.ver, u.k.lease = u.create, u.ver, u.lease
 	}
 	x.undo = nil
 	x.events = nil
@@ -572,18 +593,19 @@ func (x *txnExec) rangeOp(req *wire.RangeRequest) (*GetResponse, error) {
 }
 
 // write records version r of key (creating its index entry if needed),
-// with rec, its encoded record.
-func (x *txnExec) write(key string, k *keyIndex, r revision, rec []byte) {
+// with rec, its encoded record, and the latest version's metadata (zero
+// for a tombstone).
+func (x *txnExec) write(key string, k *keyIndex, r revision, rec []byte, create, ver int64, lease LeaseID) {
 	ks := x.ks
 	if k == nil {
 		k = &keyIndex{key: key, revs: []revision{r}}
-		ks.keys[key] = k
-		ks.index.ReplaceOrInsert(k)
+		ks.insert(k)
 		x.undo = append(x.undo, undoEntry{k: k, created: true})
 	} else {
+		x.undo = append(x.undo, undoEntry{k: k, create: k.create, ver: k.ver, lease: k.lease})
 		k.revs = append(k.revs, r)
-		x.undo = append(x.undo, undoEntry{k: k})
 	}
+	k.create, k.ver, k.lease = create, ver, lease
 	ks.be.putKV(r, rec)
 	x.changed = true
 }
@@ -599,49 +621,49 @@ func (x *txnExec) put(req *wire.PutRequest) (*PutResponse, error) {
 	if req.IgnoreLease && req.Lease != 0 {
 		return nil, ErrLeaseProvided
 	}
-	k := x.ks.keys[req.Key]
-	var cur *KeyValue
+	k := x.ks.get(req.Key)
+	var cur revision
+	live := false
 	if k != nil {
 		// A second write to one key in one transaction (only reachable
 		// from a command that skipped validation) is appended at the same
 		// main revision: the last one wins, as it always has.
-		if r, ok := k.latest(); ok {
-			kv, err := x.ks.kv(req.Key, r, false)
-			if err != nil {
-				return nil, err
-			}
-			cur = &kv
-		}
+		cur, live = k.latest()
 	}
-	value, lease := req.Value, req.Lease
-	if req.IgnoreValue || req.IgnoreLease {
-		if cur == nil {
-			return nil, ErrKeyNotFound
+	value, lease := req.Value, LeaseID(req.Lease)
+	resp := &PutResponse{}
+	if live && (req.PrevKV || req.IgnoreValue) {
+		kv, err := x.ks.kv(req.Key, cur, false)
+		if err != nil {
+			return nil, err
 		}
 		if req.IgnoreValue {
-			value = cur.Value
+			value = kv.Value
+		}
+		if req.PrevKV {
+			resp.PrevKV = &kv
+		}
+	}
+	if req.IgnoreValue || req.IgnoreLease {
+		if !live {
+			return nil, ErrKeyNotFound
 		}
 		if req.IgnoreLease {
-			lease = int64(cur.Lease)
+			lease = k.lease
 		}
 	}
-	if lease != 0 && (x.leases == nil || !x.leases(lease)) {
+	if lease != 0 && (x.leases == nil || !x.leases(int64(lease))) {
 		return nil, ErrLeaseNotFound
 	}
-	nv := KeyValue{Key: req.Key, CreateRevision: x.rev, ModRevision: x.rev, Version: 1, Value: value, Lease: LeaseID(lease)}
-	resp := &PutResponse{}
+	nv := KeyValue{Key: req.Key, CreateRevision: x.rev, ModRevision: x.rev, Version: 1, Value: value, Lease: lease}
 	ev := Event{Type: EventPut}
-	if cur != nil {
-		nv.CreateRevision, nv.Version = cur.CreateRevision, cur.Version+1
-		ev.PrevKV = cur
-		if req.PrevKV {
-			p := *cur
-			resp.PrevKV = &p
-		}
+	if live {
+		nv.CreateRevision, nv.Version = k.create, k.ver+1
+		ev.prev, ev.prevLease, ev.hasPrev = cur, k.lease, true
 	}
 	r := revision{main: x.rev, sub: x.sub}
 	x.sub++
-	x.write(req.Key, k, r, appendKVRecord(nil, req.Key, &nv))
+	x.write(req.Key, k, r, appendKVRecord(nil, req.Key, &nv), nv.CreateRevision, nv.Version, nv.Lease)
 	ev.KV = nv
 	x.events = append(x.events, ev)
 	return resp, nil
@@ -661,25 +683,62 @@ func (x *txnExec) deleteRange(req *wire.DeleteRangeRequest) (*DeleteResponse, er
 		return true
 	})
 	for _, v := range vs {
-		prev, err := x.ks.kv(v.k.key, v.r, false)
-		if err != nil {
-			return nil, err
+		if req.PrevKV {
+			prev, err := x.ks.kv(v.k.key, v.r, false)
+			if err != nil {
+				return nil, err
+			}
+			resp.PrevKVs = append(resp.PrevKVs, prev)
+		}
+		ev := Event{
+			Type:      EventDelete,
+			KV:        KeyValue{Key: v.k.key, ModRevision: x.rev},
+			prev:      v.r,
+			prevLease: v.k.lease,
+			hasPrev:   true,
 		}
 		r := revision{main: x.rev, sub: x.sub, tomb: true}
 		x.sub++
-		x.write(v.k.key, v.k, r, appendKVRecord(nil, v.k.key, nil))
-		p := prev
-		x.events = append(x.events, Event{
-			Type:   EventDelete,
-			KV:     KeyValue{Key: v.k.key, ModRevision: x.rev},
-			PrevKV: &p,
-		})
+		x.write(v.k.key, v.k, r, appendKVRecord(nil, v.k.key, nil), 0, 0, 0)
+		x.events = append(x.events, ev)
 		resp.Deleted++
-		if req.PrevKV {
-			resp.PrevKVs = append(resp.PrevKVs, prev)
-		}
 	}
 	return resp, nil
+}
+
+// fillPrev sets the PrevKV of the events that replaced a version, reading
+// those versions (a version compacted away meanwhile is left out, as etcd
+// leaves it out). Takes ks.mu for reading.
+func (ks *keyspace) fillPrev(evs []Event) error {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	for i := range evs {
+		ev := &evs[i]
+		if !ev.hasPrev || ev.PrevKV != nil {
+			continue
+		}
+		k := ks.get(ev.KV.Key)
+		if k == nil {
+			continue
+		}
+		if _, ok := slices.BinarySearchFunc(k.revs, ev.prev, func(a, b revision) int {
+			if a.less(b) {
+				return -1
+			}
+			if b.less(a) {
+				return 1
+			}
+			return 0
+		}); !ok {
+			continue
+		}
+		p, err := ks.kv(k.key, ev.prev, false)
+		if err != nil {
+			return err
+		}
+		ev.PrevKV = &p
+	}
+	return nil
 }
 
 // compactIndex drops from the index every version below rev except, for
@@ -716,8 +775,7 @@ func (ks *keyspace) compactIndex(rev int64) map[revision]struct{} {
 		return true
 	})
 	for _, k := range drop {
-		delete(ks.keys, k.key)
-		ks.index.Delete(k)
+		ks.remove(k)
 	}
 	return keep
 }
@@ -810,7 +868,7 @@ func (ks *keyspace) event(r revision, rec []byte, prev bool) (Event, error) {
 		ev.KV.Value = cloneBytes(kv.Value)
 	}
 	if prev {
-		if k := ks.keys[ev.KV.Key]; k != nil {
+		if k := ks.get(ev.KV.Key); k != nil {
 			if pr, ok := k.before(r.main); ok {
 				p, err := ks.kv(k.key, pr, false)
 				if err != nil {

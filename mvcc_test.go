@@ -38,10 +38,22 @@ func mvLeases(ids ...int64) leaseChecker {
 }
 
 // mvApplyTxn runs req under the write lock, as the FSM does.
+// The events come as watchers get them: PrevKV read, the store's own
+// fields cleared.
 func mvApplyTxn(ks *keyspace, req *wire.TxnRequest, leases leaseChecker) (*TxnResponse, []Event, error) {
 	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	return ks.applyTxn(req, leases)
+	resp, evs, err := ks.applyTxn(req, leases)
+	ks.mu.Unlock()
+	if err != nil {
+		return resp, evs, err
+	}
+	if err := ks.fillPrev(evs); err != nil {
+		return nil, nil, err
+	}
+	for i := range evs {
+		evs[i].prev, evs[i].prevLease, evs[i].hasPrev = revision{}, 0, false
+	}
+	return resp, evs, nil
 }
 
 // mvMust applies ops as the Then branch of a compare-free transaction.
@@ -105,11 +117,9 @@ func mvCapture(t *testing.T, ks *keyspace) mvState {
 	st := mvState{Hists: map[string][]revision{}, Ranges: map[int64]*GetResponse{}}
 	st.Rev, st.Compact = ks.Revs()
 	ks.mu.RLock()
-	for k, h := range ks.keys {
-		st.Hists[k] = slices.Clone(h.revs)
-	}
-	ks.index.Ascend(func(h *keyIndex) bool {
-		st.Index = append(st.Index, h.key)
+	ks.index.Ascend(func(k *keyIndex) bool {
+		st.Hists[k.key] = slices.Clone(k.revs)
+		st.Index = append(st.Index, k.key)
 		return true
 	})
 	ks.mu.RUnlock()
@@ -559,8 +569,8 @@ func TestKeyspaceCompact(t *testing.T) {
 			}
 			// A key whose tombstone is below rev is gone entirely.
 			ks.mu.RLock()
-			_, goneKept := ks.keys["gone"]
-			_, bKept := ks.keys["b"]
+			goneKept := ks.get("gone") != nil
+			bKept := ks.get("b") != nil
 			ks.mu.RUnlock()
 			if goneKept != (rev <= 4) {
 				t.Errorf("key deleted at 4 kept = %v after compact(%d)", goneKept, rev)
@@ -571,9 +581,10 @@ func TestKeyspaceCompact(t *testing.T) {
 			// The file keeps exactly the versions the index still has.
 			var want []revision
 			ks.mu.RLock()
-			for _, h := range ks.keys {
-				want = append(want, h.revs...)
-			}
+			ks.index.Ascend(func(k *keyIndex) bool {
+				want = append(want, k.revs...)
+				return true
+			})
 			ks.mu.RUnlock()
 			slices.SortFunc(want, func(a, b revision) int {
 				if a.less(b) {

@@ -46,7 +46,8 @@ type Options struct {
 	SnapshotThreshold uint64
 
 	// SnapshotInterval is how often the store checks whether a snapshot is
-	// due. Default 30s.
+	// due. A snapshot is cheap (the state is kv.db: it costs one commit of
+	// it), and it bounds the raft log a restart reads. Default 2s.
 	SnapshotInterval time.Duration
 
 	// TrailingLogs is how many log entries are kept after a snapshot, so
@@ -255,7 +256,7 @@ const (
 	defaultClusterName       = "accord"
 	defaultElectionTimeout   = time.Second
 	defaultSnapshotThreshold = 8192
-	defaultSnapshotInterval  = 30 * time.Second
+	defaultSnapshotInterval  = 2 * time.Second
 	defaultTrailingLogs      = 10240
 	defaultSnapshotRetain    = 2
 	defaultMaxRequestBytes   = 3 << 19 // 1.5 MiB

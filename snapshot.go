@@ -416,6 +416,9 @@ func openKeyspace(path string, guard *sync.RWMutex, bo *backendOptions) (*keyspa
 		db.Close()
 		return nil, nil, nil, err
 	}
+	var size int64
+	_ = db.View(func(tx *bbolt.Tx) error { size = tx.Size(); return nil })
+	dropResident(db, size)
 	be := newBackend(path, db, guard, st.index, bo)
 	if st.resume != nil {
 		be.cur.compact = st.resume

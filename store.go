@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,6 +207,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		disk:     newDiskGuard(dir, o.MinFreeDiskBytes, o.Logger.With("node", m.NodeID)),
 	}
 	s.hub = newWatchHub(ks)
+	s.hub.log = s.log
 	s.fsm = newFSM(s.log, ks, kvState, s.hub, s.lessor, dir, o.backendOptions(s.log))
 	snaps.live = s.liveSnapshot
 	be.start()
@@ -430,6 +432,7 @@ func (s *Store) raftConfig() *raft.Config {
 // restart, not a departure. Close is idempotent; later calls return nil.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.snapshotForRestart()
 		s.closeMu.Lock()
 		s.closed.Store(true)
 		close(s.stop)
@@ -453,6 +456,36 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
+
+// closeSnapshotMin is how many log entries past the newest snapshot make
+// Close take one more.
+const closeSnapshotMin = 1024
+
+// snapshotForRestart takes a snapshot before Close stops raft, when the log
+// has grown past the newest one: it costs a commit of kv.db, and the next
+// Open then reads and replays only the trailing entries instead of every
+// entry since the last periodic snapshot. Bounded: after
+// closeSnapshotTimeout Close goes on without it.
+func (s *Store) snapshotForRestart() {
+	st := s.raft.Stats()
+	last, _ := strconv.ParseUint(st["last_log_index"], 10, 64)
+	snap, _ := strconv.ParseUint(st["last_snapshot_index"], 10, 64)
+	if last < snap+closeSnapshotMin {
+		return
+	}
+	done := make(chan struct{})
+	f := s.raft.Snapshot()
+	go func() { // ends once raft answers, at the latest when Shutdown does
+		_ = f.Error()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeSnapshotTimeout):
+	}
+}
+
+const closeSnapshotTimeout = 5 * time.Second
 
 // initialConfiguration is the raft configuration of Options.InitialCluster.
 // This node's entry must carry the address it advertises, or the others

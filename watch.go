@@ -3,6 +3,8 @@ package accord
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -45,7 +47,8 @@ type watcher struct {
 }
 
 type watchHub struct {
-	ks *keyspace
+	ks  *keyspace
+	log *slog.Logger // failures no watcher sees as an error
 
 	mu       sync.Mutex // guards the fields below and every watcher's guarded fields
 	lastPub  int64      // last revision published to synced watchers
@@ -53,7 +56,7 @@ type watchHub struct {
 }
 
 func newWatchHub(ks *keyspace) *watchHub {
-	return &watchHub{ks: ks, lastPub: ks.Rev(), watchers: make(map[*watcher]struct{})}
+	return &watchHub{ks: ks, log: slog.New(slog.NewTextHandler(io.Discard, nil)), lastPub: ks.Rev(), watchers: make(map[*watcher]struct{})}
 }
 
 func (w *watcher) matches(key string) bool {
@@ -86,6 +89,18 @@ func (h *watchHub) publish(batch []revEvents) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	last := batch[len(batch)-1].rev
+	// The versions the events replaced are read only if a watcher wants
+	// them (the FSM does not read them: see Event.prev).
+	for w := range h.watchers {
+		if w.synced && w.prevKV {
+			for i := range batch {
+				if err := h.ks.fillPrev(batch[i].events); err != nil {
+					h.log.Error("reading the previous versions of watch events", "err", err)
+				}
+			}
+			break
+		}
+	}
 	for w := range h.watchers {
 		if !w.synced {
 			continue
@@ -371,6 +386,7 @@ func (w *watcher) copyOut(r WatchResponse) WatchResponse {
 	}
 	evs := make([]Event, len(r.Events))
 	for i, ev := range r.Events {
+		ev.prev, ev.prevLease, ev.hasPrev = revision{}, 0, false
 		ev.KV.Value = cloneBytes(ev.KV.Value)
 		if w.prevKV && ev.PrevKV != nil {
 			p := *ev.PrevKV

@@ -143,7 +143,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Uint64Var(&c.snapshotCount, "snapshot-count", 8192, "number of committed log entries that trigger a snapshot")
 	fs.Int64Var(&c.quotaBackendBytes, "quota-backend-bytes", 0, "space quota of the keyspace file (kv.db): past it a NOSPACE alarm stops writes; 0 is the default, 2 GiB")
 	fs.Uint64Var(&c.snapshotCatchup, "snapshot-catchup-entries", 10240, "log entries kept after a snapshot, so that a slow follower catches up from the log rather than a snapshot")
-	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether --snapshot-count entries have accumulated (accord)")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 2*time.Second, "how often to check whether --snapshot-count entries have accumulated (accord)")
 	fs.UintVar(&c.maxRequestBytes, "max-request-bytes", 1572864, "maximum client request size in bytes")
 	fs.UintVar(&c.maxTxnOps, "max-txn-ops", 128, "maximum number of operations permitted in a transaction")
 	fs.DurationVar(&c.watchProgressNotify, "watch-progress-notify-interval", 10*time.Minute, "interval of watch progress notifications")

@@ -46,7 +46,7 @@ func TestConfigDefaults(t *testing.T) {
 		InitialCluster:              []accord.InitialMember{{ID: id, PeerAddr: "127.0.0.1:2380"}},
 		ElectionTimeout:             time.Second,
 		SnapshotThreshold:           8192,
-		SnapshotInterval:            30 * time.Second,
+		SnapshotInterval:            2 * time.Second,
 		TrailingLogs:                10240,
 		MaxRequestBytes:             1572864,
 		MaxTxnOps:                   128,
