@@ -97,8 +97,8 @@ type revEvents struct {
 type keyspace struct {
 	mu sync.RWMutex // guards every field below, and the backend's batches
 
-	rev        int64 // current revision; 1 on an empty store
-	compactRev int64 // revisions below this are gone; 0 = never compacted
+	rev        int64                    // current revision; 1 on an empty store
+	compactRev int64                    // revisions below this are gone; 0 = never compacted
 	index      *btree.BTreeG[*keyIndex] // the only map of keys: no hash map beside it
 	be         *backend
 	live       int64 // keys whose latest version is not a deletion
