@@ -707,13 +707,6 @@ func (be *backend) flush(index uint64) error {
 	}
 }
 
-// committedIndex returns the raft index the file holds.
-func (be *backend) committedIndex() uint64 {
-	be.mu.Lock()
-	defer be.mu.Unlock()
-	return be.committed
-}
-
 // do runs f on the committer goroutine, between commits, and returns its
 // error. It fails with ErrClosed once the backend is closing.
 func (be *backend) do(f func() error) error {

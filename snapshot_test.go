@@ -409,18 +409,6 @@ func snapSortLeases(st *snapState) {
 	slices.SortFunc(st.leases, func(a, b snapLease) int { return cmpInt(a.id, b.id) })
 }
 
-// snapNormalize makes empty lists nil, so that states compare by content.
-func snapNormalize(st *snapState) *snapState {
-	if len(st.view.keys) == 0 {
-		st.view.keys = nil
-	}
-	if len(st.leases) == 0 {
-		st.leases = nil
-	}
-	snapSortLeases(st)
-	return st
-}
-
 // FuzzReadSnapshot: readSnapshot never panics and fails only with
 // ErrCorrupt; what it accepts re-encodes to a snapshot that decodes to
 // the same state, and installs into an FSM whose own snapshot is that
