@@ -914,6 +914,13 @@ func (g *diskGuard) refuse(t wire.CmdType) error {
 //     it forget a term in which it neither voted nor accepted entries.
 //   - A write that fails for lack of space tells the disk guard at once
 //     (diskGuard.noSpace), which frees its reserve for raft's own writes.
+//
+// It does not implement raft.MonotonicLogStore, on purpose. raftlog keeps
+// a gap between segments (the entries below a snapshot a follower
+// installed, which raft never reads again), so raft's default of leaving
+// the old log in place is safe. A monotonic store would make raft delete
+// the whole log after every snapshot install, and at every Open that
+// restores a snapshot; that is for stores that cannot hold a gap (raft-wal).
 type raftStore struct {
 	logs    *raftlog.Log
 	stable  *raftboltdb.BoltStore

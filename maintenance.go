@@ -46,7 +46,19 @@ func (s *Store) checkQuota(ctx context.Context, cmd *wire.Command, size int) err
 
 // raiseAlarm raises an alarm for this member through the log.
 func (s *Store) raiseAlarm(ctx context.Context, t AlarmType) error {
-	_, err := s.propose(ctx, &wire.Command{Type: wire.CmdAlarm, Alarm: &wire.AlarmChange{Action: wire.AlarmActivate, Type: int32(t), NodeID: s.id}})
+	return s.proposeAlarm(ctx, &wire.AlarmChange{Action: wire.AlarmActivate, Type: int32(t), NodeID: s.id})
+}
+
+// proposeAlarm commits an alarm change once every member can apply it
+// (versionAlarms): a member of 0.2 would stop at an entry it does not know.
+func (s *Store) proposeAlarm(ctx context.Context, a *wire.AlarmChange) error {
+	if ok, lowest := s.clusterAtLeast(ctx, versionAlarms); !ok {
+		if lowest == "" {
+			lowest = "unknown"
+		}
+		return fmt.Errorf("%w: alarms need every member at %s or later (cluster version %s)", ErrUnsupported, versionAlarms, lowest)
+	}
+	_, err := s.propose(ctx, &wire.Command{Type: wire.CmdAlarm, Alarm: a})
 	return err
 }
 
@@ -90,8 +102,7 @@ func (s *Store) ActivateAlarm(ctx context.Context, a Alarm) error {
 	if a.NodeID == "" {
 		return fmt.Errorf("accord: activate alarm: %w: no member", ErrInvalidArgument)
 	}
-	_, err := s.propose(ctx, &wire.Command{Type: wire.CmdAlarm, Alarm: &wire.AlarmChange{Action: wire.AlarmActivate, Type: int32(a.Type), NodeID: a.NodeID}})
-	if err != nil {
+	if err := s.proposeAlarm(ctx, &wire.AlarmChange{Action: wire.AlarmActivate, Type: int32(a.Type), NodeID: a.NodeID}); err != nil {
 		return fmt.Errorf("accord: activate alarm %s of %s: %w", a.Type, a.NodeID, err)
 	}
 	return nil
@@ -105,8 +116,7 @@ func (s *Store) DisarmAlarm(ctx context.Context, a Alarm) error {
 	if a.NodeID == "" {
 		return fmt.Errorf("accord: disarm alarm: %w: no member", ErrInvalidArgument)
 	}
-	_, err := s.propose(ctx, &wire.Command{Type: wire.CmdAlarm, Alarm: &wire.AlarmChange{Action: wire.AlarmDeactivate, Type: int32(a.Type), NodeID: a.NodeID}})
-	if err != nil {
+	if err := s.proposeAlarm(ctx, &wire.AlarmChange{Action: wire.AlarmDeactivate, Type: int32(a.Type), NodeID: a.NodeID}); err != nil {
 		return fmt.Errorf("accord: disarm alarm %s of %s: %w", a.Type, a.NodeID, err)
 	}
 	return nil

@@ -39,7 +39,7 @@ import (
 // builds on the same operations.
 
 // ReleaseVersion is the accord version this build advertises to its cluster.
-const ReleaseVersion = "0.2.0"
+const ReleaseVersion = "0.3.0"
 
 // Features gated on the cluster version: the first release whose members
 // all understand them. A member uses a gated feature only while every
@@ -49,6 +49,10 @@ const (
 	// versionMemberAttrs: members publish their name and client URLs
 	// through the log (wire.CmdMemberAttrs), which 0.1.0 cannot apply.
 	versionMemberAttrs = "0.2.0"
+	// versionAlarms: alarms go through the log (wire.CmdAlarm), which
+	// 0.2.0 cannot apply. Below it a write past the quota is still refused
+	// on the member it reached, but no alarm is raised.
+	versionAlarms = "0.3.0"
 )
 
 // Member is one member of the cluster.

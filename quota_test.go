@@ -159,3 +159,38 @@ func TestQuotaBelowSizeAtOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotaBelowAlarmVersion: in a cluster still at 0.2.0 (a rolling
+// upgrade), which cannot apply alarm commands, a write past the quota is
+// refused on the member it reached but no alarm enters the log, and the
+// alarm calls say why they fail.
+func TestQuotaBelowAlarmVersion(t *testing.T) {
+	o := persistOpts()
+	o.UnsafeNoFsync = true
+	o.QuotaBytes = 256 << 10
+	o.Version = "0.2.0"
+	s := openTestStore(t, t.TempDir(), o)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	val := bytes.Repeat([]byte("v"), 4096)
+	var full error
+	for i := 0; i < 1000 && full == nil; i++ {
+		_, full = s.Put(ctx, fmt.Sprintf("v/%03d", i%32), val)
+	}
+	if !errors.Is(full, ErrSpaceExceeded) {
+		t.Fatalf("writing past the quota: %v, want ErrSpaceExceeded", full)
+	}
+	if alarms, err := s.Alarms(ctx); err != nil || len(alarms) != 0 {
+		t.Fatalf("alarms %+v (%v) in a 0.2.0 cluster, want none", alarms, err)
+	}
+	if err := s.ActivateAlarm(ctx, Alarm{NodeID: s.NodeID(), Type: AlarmNoSpace}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("ActivateAlarm in a 0.2.0 cluster: %v, want ErrUnsupported", err)
+	}
+	if err := s.DisarmAlarm(ctx, Alarm{NodeID: s.NodeID(), Type: AlarmNoSpace}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("DisarmAlarm in a 0.2.0 cluster: %v, want ErrUnsupported", err)
+	}
+	if _, err := s.Get(ctx, "v/000"); err != nil {
+		t.Fatal(err)
+	}
+}

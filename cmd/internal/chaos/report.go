@@ -94,7 +94,6 @@ func (r *Report) addRestarts(n int) {
 	r.mu.Unlock()
 }
 
-
 // Failed reports whether anything was found: a violation or a lost write.
 func (r *Report) Failed() bool { return r.NumViolations > 0 || r.LostWrites > 0 }
 
