@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -437,7 +438,7 @@ func openRawStores(dir string, o *Options) (*raftStore, error) {
 // heap (after a GC) grew, as a percentage of the bytes written: the
 // versions live in kv.db, and only the index of revisions stays in memory.
 // Target: below 10. It uses UnsafeNoFsync (only memory is measured) and 64
-// writers.
+// writers. ACCORD_HEAP_PROFILE=file writes the heap profile at the end.
 func BenchmarkHistoryHeap(b *testing.B) {
 	o := benchOptions()
 	o.UnsafeNoFsync = true
@@ -460,6 +461,9 @@ func BenchmarkHistoryHeap(b *testing.B) {
 		}
 	}
 	heap := func() uint64 {
+		// The batch not yet committed to kv.db (at most 100 ms of writes)
+		// is bounded, not history: commit it first.
+		settleTestKeyspace(b, s.ks)
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -471,6 +475,18 @@ func BenchmarkHistoryHeap(b *testing.B) {
 		return err
 	})
 	after := heap()
+	if path := os.Getenv("ACCORD_HEAP_PROFILE"); path != "" {
+		// The live heap at this point, for a breakdown (go tool pprof
+		// -sample_index=inuse_space); run with -memprofilerate=4096 or so.
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
 	written := float64(b.N) * float64(len(val)+len("hist/00000"))
 	b.ReportMetric(100*(float64(after)-float64(before))/written, "heap-growth-%-of-written")
 	b.ReportMetric(float64(after-min(after, before))/float64(b.N), "heap-B/revision")
