@@ -113,6 +113,35 @@ type keyspace struct {
 	index      *btree.BTreeG[*keyIndex] // the only map of keys: no hash map beside it
 	be         *backend
 	live       int64 // keys whose latest version is not a deletion
+
+	// arena is where the records of applied writes are encoded, carved
+	// out of chunks of recordChunk bytes: one allocation per few hundred
+	// Puts instead of one per Put. A record is never written again once
+	// encoded (the batch holds it until kv.db has it), and a chunk is
+	// garbage once no batch refers to it.
+	arena []byte
+}
+
+// recordChunk is the size of the record arena's chunks.
+const recordChunk = 64 << 10
+
+// recordBuf returns an empty slice with room for n bytes, from the arena.
+// The caller holds ks.mu for writing.
+func (ks *keyspace) recordBuf(n int) []byte {
+	if n > recordChunk/8 {
+		return make([]byte, 0, n)
+	}
+	if cap(ks.arena)-len(ks.arena) < n {
+		ks.arena = make([]byte, 0, recordChunk)
+	}
+	l := len(ks.arena)
+	ks.arena = ks.arena[:l+n]
+	return ks.arena[l : l : l+n]
+}
+
+// kvRecord encodes a version record (appendKVRecord) into the arena.
+func (ks *keyspace) kvRecord(key string, v *KeyValue) []byte {
+	return appendKVRecord(ks.recordBuf(kvRecordSize(key, v)), key, v)
 }
 
 func newKeyspace() *keyspace {
@@ -401,12 +430,31 @@ type txnExec struct {
 	// readOnly marks a transaction evaluated under the read lock; a write
 	// in it is a bug in the caller and fails instead of mutating.
 	readOnly bool
+
+	// Room for the common case, a transaction of one Put: its response,
+	// event and undo entry live in the txnExec's own allocation rather
+	// than in five of their own (applying a Put is on the path of every
+	// write's latency).
+	top     TxnResponse
+	topOps  [1]OpResponse
+	put1    PutResponse
+	putUsed bool
+	evBuf   [1]Event
+	undoBuf [1]undoEntry
+}
+
+// newTxnExec returns a txnExec whose events and undo log start in its own
+// buffers.
+func newTxnExec(ks *keyspace, leases leaseChecker, rev int64) *txnExec {
+	x := &txnExec{ks: ks, leases: leases, rev: rev}
+	x.events, x.undo = x.evBuf[:0], x.undoBuf[:0]
+	return x
 }
 
 // applyTxn executes req atomically. It returns the response and the events
 // to publish (nil if nothing changed). The caller holds ks.mu for writing.
 func (ks *keyspace) applyTxn(req *wire.TxnRequest, leases leaseChecker) (*TxnResponse, []Event, error) {
-	x := &txnExec{ks: ks, leases: leases, rev: ks.rev + 1}
+	x := newTxnExec(ks, leases, ks.rev+1)
 	mk, mo, mb := ks.be.mark()
 	resp, err := x.txn(req, 0)
 	if err != nil {
@@ -428,6 +476,9 @@ func (ks *keyspace) applyTxn(req *wire.TxnRequest, leases leaseChecker) (*TxnRes
 		}
 	}
 	setTxnRevision(resp, ks.rev)
+	if len(x.events) == 0 {
+		return resp, nil, nil
+	}
 	return resp, x.events, nil
 }
 
@@ -481,8 +532,17 @@ func (x *txnExec) txn(req *wire.TxnRequest, depth int) (*TxnResponse, error) {
 	if !ok {
 		ops = req.Failure
 	}
-	resp := &TxnResponse{Succeeded: ok}
-	if len(ops) > 0 {
+	var resp *TxnResponse
+	if depth == 0 && x.top.Responses == nil {
+		resp = &x.top
+	} else {
+		resp = &TxnResponse{}
+	}
+	resp.Succeeded = ok
+	switch {
+	case len(ops) == 1 && resp == &x.top:
+		resp.Responses = x.topOps[:1]
+	case len(ops) > 0:
 		resp.Responses = make([]OpResponse, len(ops))
 	}
 	for i := range ops {
@@ -642,7 +702,12 @@ func (x *txnExec) put(req *wire.PutRequest) (*PutResponse, error) {
 		cur, live = k.latest()
 	}
 	value, lease := req.Value, LeaseID(req.Lease)
-	resp := &PutResponse{}
+	var resp *PutResponse
+	if !x.putUsed {
+		x.putUsed, resp = true, &x.put1
+	} else {
+		resp = &PutResponse{}
+	}
 	if live && (req.PrevKV || req.IgnoreValue) {
 		kv, err := x.ks.kv(req.Key, cur, false)
 		if err != nil {
@@ -674,7 +739,7 @@ func (x *txnExec) put(req *wire.PutRequest) (*PutResponse, error) {
 	}
 	r := revision{main: x.rev, sub: x.sub}
 	x.sub++
-	x.write(req.Key, k, r, appendKVRecord(nil, req.Key, &nv), nv.CreateRevision, nv.Version, nv.Lease)
+	x.write(req.Key, k, r, x.ks.kvRecord(req.Key, &nv), nv.CreateRevision, nv.Version, nv.Lease)
 	ev.KV = nv
 	x.events = append(x.events, ev)
 	return resp, nil
@@ -710,7 +775,7 @@ func (x *txnExec) deleteRange(req *wire.DeleteRangeRequest) (*DeleteResponse, er
 		}
 		r := revision{main: x.rev, sub: x.sub, tomb: true}
 		x.sub++
-		x.write(v.k.key, v.k, r, appendKVRecord(nil, v.k.key, nil), 0, 0, 0)
+		x.write(v.k.key, v.k, r, x.ks.kvRecord(v.k.key, nil), 0, 0, 0)
 		x.events = append(x.events, ev)
 		resp.Deleted++
 	}

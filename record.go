@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/accordkv/accord/internal/schema"
 )
@@ -48,13 +49,25 @@ func parseRevKey(b []byte) (revision, error) {
 // tombstone (v nil) holds only the key, as etcd writes it.
 func appendKVRecord(dst []byte, key string, v *KeyValue) []byte {
 	start := len(dst)
+	kv := schemaKV(key, v)
+	dst = slices.Grow(dst, schema.SizeKeyValue(&kv)+schema.ChecksumLen) // one allocation at most
+	dst = schema.AppendKeyValue(dst, &kv)
+	return schema.AppendChecksum(dst, start)
+}
+
+// kvRecordSize is the length of appendKVRecord's record.
+func kvRecordSize(key string, v *KeyValue) int {
+	kv := schemaKV(key, v)
+	return schema.SizeKeyValue(&kv) + schema.ChecksumLen
+}
+
+func schemaKV(key string, v *KeyValue) schema.KeyValue {
 	kv := schema.KeyValue{Key: []byte(key)}
 	if v != nil {
 		kv.CreateRevision, kv.ModRevision, kv.Version = v.CreateRevision, v.ModRevision, v.Version
 		kv.Value, kv.Lease = v.Value, int64(v.Lease)
 	}
-	dst = schema.AppendKeyValue(dst, &kv)
-	return schema.AppendChecksum(dst, start)
+	return kv
 }
 
 // decodeKVRecord decodes a version record, checking its checksum. The
