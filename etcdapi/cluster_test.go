@@ -171,7 +171,12 @@ func TestMemberLifecycle(t *testing.T) {
 		return nil
 	})
 
-	// Move it to another peer address, and restart it there.
+	// Move it to another peer address, and restart it there. It is
+	// stopped first: hashicorp/raft (v1.7.2, and v1.7.3) reads a peer's
+	// address without its lock after a successful append while a
+	// configuration change rewrites it (hashicorp/raft#681, #471), a race
+	// the detector reports when the member is still being replicated to.
+	nd.kill()
 	peer2 := freePort(t)
 	var upd *clientv3.MemberUpdateResponse
 	if err := retryTransient(func() (err error) { upd, err = cli.MemberUpdate(ctx, newID, []string{"http://" + peer2}); return err }); err != nil {
@@ -184,7 +189,6 @@ func TestMemberLifecycle(t *testing.T) {
 		_, err := cli.MemberUpdate(ctx, 12345, []string{"http://" + freePort(t)})
 		return err
 	})
-	nd.kill()
 	nd.opts.PeerAddr = peer2
 	nd.restart()
 	if err := retryTransient(func() (err error) { put, err = cli.Put(ctx, "after-update", "y"); return err }); err != nil {
