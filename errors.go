@@ -72,6 +72,14 @@ var (
 	// read before retrying a non-idempotent write.
 	ErrUnknownOutcome = errors.New("accord: write outcome unknown (leadership lost)")
 
+	// ErrTimeout is returned when a request to another member (a write or
+	// read forwarded to the leader) got no answer within the request
+	// timeout, 5 s plus two ElectionTimeouts (etcd's), although the
+	// caller's ctx allowed more: the network may have lost the request or
+	// its answer. A write that times out also matches ErrUnknownOutcome.
+	// Reads are retried on a new connection instead.
+	ErrTimeout = errors.New("accord: request timed out")
+
 	// ErrUnsupported is returned for a request or a log command this version
 	// of accord does not understand, or that the cluster version does not
 	// allow yet.
@@ -96,6 +104,20 @@ var (
 	// ErrMemberExists is returned by AddMember for a peer address that a
 	// member already has.
 	ErrMemberExists = errors.New("accord: member already exists")
+
+	// ErrNotEnoughStartedMembers is returned by a member change that would
+	// leave fewer started voters (members that have run and published
+	// themselves, or answer now) than a quorum of the new configuration:
+	// removing the last voter, always; otherwise only with the strict
+	// reconfiguration check (Options.NoStrictReconfigCheck). etcd's
+	// "re-configuration failed due to not enough started members".
+	ErrNotEnoughStartedMembers = errors.New("accord: re-configuration failed due to not enough started members")
+
+	// ErrUnhealthy is returned by a member change that the strict
+	// reconfiguration check refuses because the leader cannot reach enough
+	// voters now for the new configuration to keep a working quorum.
+	// etcd's "unhealthy cluster".
+	ErrUnhealthy = errors.New("accord: unhealthy cluster")
 
 	// ErrInUse is returned by Open and Restore for a data directory that
 	// another Store holds open. Only one Store may open a directory.

@@ -245,7 +245,8 @@ func (s *Store) expiryLoop() {
 // Grant creates a lease with the given TTL and returns its ID. TTLs below
 // 1.5 election timeouts are raised to that (so a lease survives a leader
 // change); above MaxLeaseTTL they fail with ErrLeaseTTLTooLarge. With
-// WithLeaseID the lease gets that ID, or ErrLeaseExists. Grant blocks until
+// WithLeaseID the lease gets that ID, or ErrLeaseExists; WithAppliedRevision
+// reports the revision at which the grant was applied. Grant blocks until
 // the lease is committed or ctx ends.
 func (s *Store) Grant(ctx context.Context, ttl time.Duration, opts ...OpOption) (LeaseID, error) {
 	op := newOp(0, "", nil, opts)
@@ -262,23 +263,29 @@ func (s *Store) Grant(ctx context.Context, ttl time.Duration, opts ...OpOption) 
 		if cmdID == 0 {
 			cmdID = rand.Int64N(1<<62) + 1
 		}
-		_, err := s.propose(ctx, &wire.Command{Type: wire.CmdLeaseGrant, LeaseID: cmdID, LeaseTTLMillis: ttl.Milliseconds()})
+		res, err := s.propose(ctx, &wire.Command{Type: wire.CmdLeaseGrant, LeaseID: cmdID, LeaseTTLMillis: ttl.Milliseconds()})
 		if errors.Is(err, ErrLeaseExists) && id == 0 && attempt < 3 {
 			continue // a random ID collided; draw again
 		}
 		if err != nil {
 			return 0, fmt.Errorf("accord: grant: %w", err)
 		}
+		op.setAppliedRevision(res.rev)
 		return LeaseID(cmdID), nil
 	}
 }
 
-// Revoke deletes a lease and, in one revision, every key attached to it.
-// It fails with ErrLeaseNotFound for an unknown lease.
-func (s *Store) Revoke(ctx context.Context, id LeaseID) error {
-	if _, err := s.propose(ctx, &wire.Command{Type: wire.CmdLeaseRevoke, LeaseID: int64(id)}); err != nil {
+// Revoke deletes a lease and, in one revision, every key attached to it;
+// WithAppliedRevision reports that revision (the current one at the revoke
+// if no key was attached). It fails with ErrLeaseNotFound for an unknown
+// lease.
+func (s *Store) Revoke(ctx context.Context, id LeaseID, opts ...OpOption) error {
+	op := newOp(0, "", nil, opts)
+	res, err := s.propose(ctx, &wire.Command{Type: wire.CmdLeaseRevoke, LeaseID: int64(id)})
+	if err != nil {
 		return fmt.Errorf("accord: revoke lease %d: %w", id, err)
 	}
+	op.setAppliedRevision(res.rev)
 	return nil
 }
 

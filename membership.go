@@ -204,10 +204,178 @@ func (s *Store) RemoveMember(ctx context.Context, id string) error {
 }
 
 func (s *Store) removeMemberLocal(ctx context.Context, id string) error {
-	if _, err := s.findMember(id); err != nil {
+	conf, err := s.configuration()
+	if err != nil {
 		return err
 	}
+	srv, ok := serverOf(conf, id)
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrMemberNotFound, id)
+	}
+	if srv.Suffrage == raft.Voter && voterCount(conf) == 1 {
+		// raft refuses too ("need at least one voter"), in words no
+		// client recognises.
+		return fmt.Errorf("%w: %s is the only voter", ErrNotEnoughStartedMembers, id)
+	}
 	return s.waitConfChange(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)))
+}
+
+// ---- the strict reconfiguration check ----
+
+// The explicit member changes (AddMember, RemoveMember, PromoteMember) are
+// checked by the leader before it proposes them, with etcd's rules
+// (server.go: mayAddMember, mayRemoveMember, mayPromoteMember), unless
+// Options.NoStrictReconfigCheck. A voter is started if it is this node,
+// has published its attributes through the log (it ran at least once), or
+// answers a status request now; it is connected if it is this node or
+// answers one now. etcd counts a peer connected when its stream has been
+// up for 5 s; accord asks at the time of the change instead (member
+// changes are rare, and the answer is current rather than 5 s old).
+
+// voterHealth is what the leader knows of the voters of a configuration.
+type voterHealth struct {
+	started, connected map[string]bool
+}
+
+// probeVoters asks every other voter of conf for its status, concurrently,
+// within one request timeout (and ctx).
+func (s *Store) probeVoters(ctx context.Context, conf raft.Configuration) voterHealth {
+	h := voterHealth{started: map[string]bool{}, connected: map[string]bool{}}
+	ctx, cancel := context.WithTimeout(ctx, max(2*s.opts.ElectionTimeout, 500*time.Millisecond))
+	defer cancel()
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for _, srv := range conf.Servers {
+		id := string(srv.ID)
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		if id == s.id {
+			h.started[id], h.connected[id] = true, true
+			continue
+		}
+		if a, ok := s.fsm.memberAttrs(id); ok && a.name != "" {
+			h.started[id] = true
+		}
+		if s.peer == nil {
+			continue
+		}
+		wg.Go(func() {
+			resp, err := s.peer.call(ctx, string(srv.Address), &wire.Request{Type: wire.RPCStatus, From: s.id})
+			if err == nil && resp.Status != nil && resp.Status.NodeID == id {
+				mu.Lock()
+				h.started[id], h.connected[id] = true, true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return h
+}
+
+func quorum(n int) int { return n/2 + 1 }
+
+func voterCount(conf raft.Configuration) int {
+	n := 0
+	for _, srv := range conf.Servers {
+		if srv.Suffrage == raft.Voter {
+			n++
+		}
+	}
+	return n
+}
+
+func serverOf(conf raft.Configuration, id string) (raft.Server, bool) {
+	for _, srv := range conf.Servers {
+		if string(srv.ID) == id {
+			return srv, true
+		}
+	}
+	return raft.Server{}, false
+}
+
+// mayAddVoter checks the addition of one voter (etcd's mayAddMember).
+func (s *Store) mayAddVoter(ctx context.Context) error {
+	if s.opts.NoStrictReconfigCheck {
+		return nil
+	}
+	conf, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	voters := voterCount(conf)
+	h := s.probeVoters(ctx, conf)
+	// Adding a second voter to a one-member cluster is how a cluster
+	// grows from one (or is rebuilt from a backup): allowed although the
+	// new voter has not started.
+	if !(len(h.started) == 1 && voters == 1) && len(h.started) < quorum(voters+1) {
+		return fmt.Errorf("%w: %d of %d voters started; %d voters need %d", ErrNotEnoughStartedMembers, len(h.started), voters, voters+1, quorum(voters+1))
+	}
+	// The new voter does not count until it runs.
+	if voters > 1 && len(h.connected) < quorum(voters+1) {
+		return fmt.Errorf("%w: the leader reaches %d of %d voters; %d voters need %d", ErrUnhealthy, len(h.connected), voters, voters+1, quorum(voters+1))
+	}
+	return nil
+}
+
+// mayRemoveMember checks the removal of member id (etcd's
+// mayRemoveMember). Removing a learner is always safe.
+func (s *Store) mayRemoveMember(ctx context.Context, id string) error {
+	if s.opts.NoStrictReconfigCheck {
+		return nil
+	}
+	conf, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	srv, ok := serverOf(conf, id)
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrMemberNotFound, id)
+	}
+	if srv.Suffrage != raft.Voter {
+		return nil
+	}
+	voters := voterCount(conf)
+	h := s.probeVoters(ctx, conf)
+	started := len(h.started)
+	if h.started[id] {
+		started--
+	}
+	if started < quorum(voters-1) {
+		return fmt.Errorf("%w: %d other voters started; %d voters need %d", ErrNotEnoughStartedMembers, started, voters-1, quorum(voters-1))
+	}
+	// A voter that is down is no part of the working quorum: removing it
+	// takes nothing away.
+	if id != s.id && !h.connected[id] {
+		return nil
+	}
+	if len(h.connected)-1 < quorum(voters-1) {
+		return fmt.Errorf("%w: the leader reaches %d of %d voters; without %s, %d voters need %d", ErrUnhealthy, len(h.connected), voters, id, voters-1, quorum(voters-1))
+	}
+	return nil
+}
+
+// mayPromote checks the promotion of learner id (etcd's
+// mayPromoteMember): the learner counts as started.
+func (s *Store) mayPromote(ctx context.Context, id string) error {
+	if s.opts.NoStrictReconfigCheck {
+		return nil
+	}
+	conf, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	if srv, ok := serverOf(conf, id); !ok || srv.Suffrage == raft.Voter {
+		return nil // promoteMemberLocal says what is wrong
+	}
+	voters := voterCount(conf)
+	h := s.probeVoters(ctx, conf)
+	if len(h.started)+1 < quorum(voters+1) {
+		return fmt.Errorf("%w: %d of %d voters started; with %s, %d voters need %d", ErrNotEnoughStartedMembers, len(h.started), voters, id, voters+1, quorum(voters+1))
+	}
+	return nil
 }
 
 // PromoteMember makes a learner a voter. Runs on the leader (forwarded

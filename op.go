@@ -80,6 +80,9 @@ type Op struct {
 	leaseID      LeaseID
 	attachedKeys bool
 
+	// result
+	appliedRev *int64
+
 	// txn
 	cmps    []Cmp
 	thenOps []Op
@@ -211,7 +214,11 @@ func WithIgnoreValue() OpOption { return func(op *Op) { op.ignoreValue = true } 
 func WithIgnoreLease() OpOption { return func(op *Op) { op.ignoreLease = true } }
 
 // WithProgressNotify makes a watch send an empty response now and then when
-// nothing changed, so that the receiver knows how current it is.
+// nothing changed, so that the receiver knows how current it is. A
+// progress notification never carries a revision below the last one the
+// watch delivered, nor below rev-1 for a watch started WithRev(rev): on a
+// member that has not applied that far yet, the watch stays silent until it
+// has (etcd skips progress for such watches too).
 func WithProgressNotify() OpOption { return func(op *Op) { op.progressNotify = true } }
 
 // WithProgressRequests lets the caller ask a watch how current it is: after
@@ -235,6 +242,22 @@ func WithLeaseID(id LeaseID) OpOption { return func(op *Op) { op.leaseID = id } 
 
 // WithAttachedKeys makes TimeToLive list the keys attached to the lease.
 func WithAttachedKeys() OpOption { return func(op *Op) { op.attachedKeys = true } }
+
+// WithAppliedRevision makes Grant, Revoke or Compact store in *rev, when
+// they succeed, the revision of the keyspace right after the command was
+// applied: for a Revoke, the revision that deleted the lease's keys (if it
+// had any); otherwise the revision current at that point of the log. It is
+// what etcd puts in the response header, and what a watch resumes after
+// (gRPC's grpc.Header(&md) hands results back the same way). Put, Delete
+// and Txn return their revision in the response instead.
+func WithAppliedRevision(rev *int64) OpOption { return func(op *Op) { op.appliedRev = rev } }
+
+// setAppliedRevision reports rev to a WithAppliedRevision option.
+func (op *Op) setAppliedRevision(rev int64) {
+	if op.appliedRev != nil {
+		*op.appliedRev = rev
+	}
+}
 
 // PrefixEnd returns the end of the range of keys that start with prefix:
 // prefix with its last byte below 0xff incremented and the rest dropped. If

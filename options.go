@@ -203,6 +203,17 @@ type Options struct {
 	// timeout).
 	ReapTimeout time.Duration
 
+	// NoStrictReconfigCheck turns off the quorum checks of AddMember,
+	// RemoveMember and PromoteMember (etcd's --strict-reconfig-check=false).
+	// With the checks on (the default, as in etcd), the leader refuses a
+	// change after which fewer started voters than a quorum would be left
+	// (ErrNotEnoughStartedMembers), and one that would need more voters
+	// than it can reach now to keep a working quorum (ErrUnhealthy). Adding
+	// or removing a learner is never refused, nor is adding the second
+	// voter to a one-member cluster. Removing the last voter is refused
+	// with ErrNotEnoughStartedMembers either way. Default false: checks on.
+	NoStrictReconfigCheck bool
+
 	// Version is the version this member advertises; the cluster runs at the
 	// lowest version among its members. Default: ReleaseVersion.
 	// Tests set it to rehearse mixed-version clusters.
@@ -446,6 +457,12 @@ func validName(s string) bool {
 	}
 	return true
 }
+
+// requestTimeout bounds one round trip to another member: etcd's request
+// timeout (its ReqTimeout), 5 s plus two election timeouts, long enough for
+// a leader to commit through an election and short enough that a request
+// lost on a connection that stays open does not hold its caller forever.
+func (o *Options) requestTimeout() time.Duration { return 5*time.Second + 2*o.ElectionTimeout }
 
 // minLeaseTTL is the shortest TTL Grant gives: 1.5 election timeouts, so
 // that a lease survives a leader change (etcd's rule).

@@ -526,6 +526,14 @@ func (s *Store) ClusterName() string { return s.opts.ClusterName }
 // contacting the leader (it may lag the cluster's). It never blocks.
 func (s *Store) Revision() int64 { return s.ks.Rev() }
 
+// RequestTimeout returns the longest this member waits for another member
+// (the leader) to answer one request when the caller's ctx allows more: 5 s
+// plus two ElectionTimeouts, etcd's request timeout. A write forwarded to
+// the leader that gets no answer by then fails with ErrTimeout (and
+// ErrUnknownOutcome). The etcd API server bounds every request by it, as
+// etcd does.
+func (s *Store) RequestTimeout() time.Duration { return s.opts.requestTimeout() }
+
 // Term returns the raft term as this member knows it. It never blocks.
 func (s *Store) Term() uint64 { return s.raft.CurrentTerm() }
 
@@ -963,6 +971,10 @@ func (s *Store) forward(ctx context.Context, addr string, data []byte) (res *app
 		return nil, err, true
 	case err != nil && ctx.Err() != nil:
 		return nil, fmt.Errorf("%w (%w)", ErrUnknownOutcome, ctx.Err()), false
+	case errors.Is(err, errRPCTimeout):
+		// The leader did not answer within the request timeout: the
+		// command or its answer may have been lost on the way.
+		return nil, fmt.Errorf("%w (%w: forwarding to %s)", ErrUnknownOutcome, ErrTimeout, addr), false
 	case err != nil:
 		// The request may have reached the leader before the connection
 		// broke: its fate is unknown.
@@ -1115,12 +1127,16 @@ func (s *Store) Delete(ctx context.Context, key string, opts ...OpOption) (*Dele
 
 // Compact discards history below rev: reads and watches at earlier
 // revisions fail with ErrCompacted afterwards. The version of each key that
-// was current at rev is kept. Errors: ErrCompacted if rev is at or below
-// the compacted revision, ErrFutureRev beyond the current one.
-func (s *Store) Compact(ctx context.Context, rev int64) error {
-	if _, err := s.propose(ctx, &wire.Command{Type: wire.CmdCompact, Compact: rev}); err != nil {
+// was current at rev is kept. WithAppliedRevision reports the revision
+// current when the compaction was applied. Errors: ErrCompacted if rev is
+// at or below the compacted revision, ErrFutureRev beyond the current one.
+func (s *Store) Compact(ctx context.Context, rev int64, opts ...OpOption) error {
+	op := newOp(0, "", nil, opts)
+	res, err := s.propose(ctx, &wire.Command{Type: wire.CmdCompact, Compact: rev})
+	if err != nil {
 		return fmt.Errorf("accord: compact %d: %w", rev, err)
 	}
+	op.setAppliedRevision(res.rev)
 	return nil
 }
 

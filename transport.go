@@ -33,6 +33,11 @@ const (
 	peerHandshakeTimeout = 10 * time.Second
 	rpcMaxFrame          = 64 << 20
 	rpcIdlePerPeer       = 16
+	// rpcFrameTimeout bounds the arrival of the rest of a request frame
+	// once its first byte is in, and the write of a response: a stream
+	// that lost bytes (a network that drops data but keeps the
+	// connection) is closed instead of holding a server goroutine.
+	rpcFrameTimeout = peerHandshakeTimeout
 )
 
 // errTransportClosed is returned by the transport after close.
@@ -42,8 +47,9 @@ type peerTransport struct {
 	log       *slog.Logger
 	ln        net.Listener
 	advertise string
-	server    *tls.Config // nil: plaintext
-	client    *tls.Config // nil: plaintext
+	timeout   time.Duration // bound of every RPC round trip (Options.requestTimeout)
+	server    *tls.Config   // nil: plaintext
+	client    *tls.Config   // nil: plaintext
 	handler   func(ctx context.Context, req *wire.Request) *wire.Response
 
 	raftConns chan net.Conn
@@ -66,11 +72,12 @@ type peerTransport struct {
 	loopIP net.IP
 }
 
-func newPeerTransport(log *slog.Logger, ln net.Listener, advertise string, tlsConf *tls.Config) *peerTransport {
+func newPeerTransport(log *slog.Logger, ln net.Listener, advertise string, tlsConf *tls.Config, timeout time.Duration) *peerTransport {
 	t := &peerTransport{
 		log:       log,
 		ln:        ln,
 		advertise: advertise,
+		timeout:   timeout,
 		raftConns: make(chan net.Conn),
 		raftStop:  make(chan struct{}),
 		stop:      make(chan struct{}),
@@ -206,10 +213,19 @@ func (t *peerTransport) serveRPC(conn, raw net.Conn) {
 	r := bufio.NewReader(conn)
 	var out []byte
 	for {
+		// Idle between requests for as long as the client likes; once a
+		// request starts, all of it must arrive promptly. A frame that
+		// never completes is a stream that lost bytes: waiting would hold
+		// this goroutine, and the client's request, forever.
+		if _, err := r.Peek(1); err != nil {
+			return
+		}
+		conn.SetReadDeadline(time.Now().Add(rpcFrameTimeout))
 		frame, err := wire.ReadFrame(r, rpcMaxFrame)
 		if err != nil {
 			return
 		}
+		conn.SetReadDeadline(time.Time{})
 		var resp *wire.Response
 		req, err := wire.DecodeRequest(frame)
 		if err != nil {
@@ -227,19 +243,23 @@ func (t *peerTransport) serveRPC(conn, raw net.Conn) {
 		if err != nil {
 			out, _ = wire.AppendResponse(out[:0], &wire.Response{ErrCode: wire.ErrCodeUnknown, ErrMsg: err.Error()})
 		}
+		conn.SetWriteDeadline(time.Now().Add(rpcFrameTimeout))
 		if err := wire.WriteFrame(conn, out); err != nil {
 			return
 		}
+		conn.SetWriteDeadline(time.Time{})
 	}
 }
 
-// requestContext bounds a served request by the caller's timeout and by
-// the transport's life.
+// requestContext bounds a served request by the caller's timeout, by the
+// transport's request timeout (for callers that send none) and by the
+// transport's life.
 func (t *peerTransport) requestContext(req *wire.Request) (context.Context, context.CancelFunc) {
+	d := t.timeout
 	if req.TimeoutMillis > 0 {
-		return context.WithTimeout(t.ctx, time.Duration(req.TimeoutMillis)*time.Millisecond)
+		d = min(d, time.Duration(req.TimeoutMillis)*time.Millisecond)
 	}
-	return context.WithCancel(t.ctx)
+	return context.WithTimeout(t.ctx, d)
 }
 
 // dial opens a connection of the given kind to addr.
@@ -357,7 +377,7 @@ func listenPeers(o *Options) (*peerTransport, error) {
 		}
 		advertise = tcp.String()
 	}
-	return newPeerTransport(o.Logger, ln, advertise, o.PeerTLS), nil
+	return newPeerTransport(o.Logger, ln, advertise, o.PeerTLS, o.requestTimeout()), nil
 }
 
 // lookupMemberID asks the members at o.Peers which ID this node was added
@@ -457,13 +477,29 @@ type rpcConn struct {
 // not connect), so a write can be retried safely.
 var errNotSent = errors.New("accord: request not sent")
 
-// call sends req to addr and waits for the response within ctx. An error
-// wrapping errNotSent means the request never left; any other transport
-// error means its fate is unknown.
+// errRPCTimeout marks an RPC that got no answer within the transport's
+// request timeout while the caller's ctx was still live: the request or
+// its answer may have been lost on a connection that stays open (a
+// network that drops data), or the peer is stuck. Its fate is unknown. It
+// wraps ErrTimeout.
+var errRPCTimeout = fmt.Errorf("%w: no answer from the peer", ErrTimeout)
+
+// call sends req to addr and waits for the response within ctx, and never
+// longer than the transport's request timeout: TCP cannot tell a request
+// that a lossy network swallowed from a slow answer, so without a bound a
+// caller with no deadline would wait forever. The peer is told the same
+// bound (TimeoutMillis) and answers before it. An error wrapping
+// errNotSent means the request never left; errRPCTimeout, a ctx error or
+// any other transport error means its fate is unknown.
 func (t *peerTransport) call(ctx context.Context, addr string, req *wire.Request) (*wire.Response, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		req.TimeoutMillis = max(1, time.Until(dl).Milliseconds())
+	bound := time.Now().Add(t.timeout)
+	if dl, ok := ctx.Deadline(); !ok || dl.After(bound) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, bound, errRPCTimeout)
+		defer cancel()
 	}
+	dl, _ := ctx.Deadline()
+	req.TimeoutMillis = max(1, time.Until(dl).Milliseconds())
 	payload, err := wire.AppendRequest(nil, req)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotSent, err)
@@ -480,11 +516,8 @@ func (t *peerTransport) call(ctx context.Context, addr string, req *wire.Request
 	}
 	if !stop() || err != nil {
 		rc.c.Close()
-		if err == nil {
-			err = ctx.Err()
-		}
-		if ctx.Err() != nil {
-			err = ctx.Err()
+		if err == nil || ctx.Err() != nil {
+			err = context.Cause(ctx) // the caller's ctx error, or errRPCTimeout
 		}
 		return nil, err
 	}
@@ -578,12 +611,23 @@ func (s *Store) serveRequest(ctx context.Context, req *wire.Request) *wire.Respo
 		st := s.localStatus()
 		return &wire.Response{Status: &st}
 	case wire.RPCMemberRemove:
+		if err := s.mayRemoveMember(ctx, req.MemberID); err != nil {
+			return s.leaderResult(err)
+		}
 		return s.leaderResult(s.removeMemberLocal(ctx, req.MemberID))
 	case wire.RPCMemberPromote:
+		if err := s.mayPromote(ctx, req.MemberID); err != nil {
+			return s.leaderResult(err)
+		}
 		return s.leaderResult(s.promoteMemberLocal(ctx, req.MemberID))
 	case wire.RPCMemberUpdate:
 		return s.leaderResult(s.updateMemberLocal(ctx, req.MemberID, req.Addr))
 	case wire.RPCMemberAdd:
+		if !req.Learner {
+			if err := s.mayAddVoter(ctx); err != nil {
+				return s.leaderResult(err)
+			}
+		}
 		id, err := s.addMemberLocal(ctx, req.Addr, req.Learner)
 		resp := s.leaderResult(err)
 		if err == nil {
@@ -686,6 +730,8 @@ var errCodes = []struct {
 	{wire.ErrCodeExists, ErrMemberExists},
 	{wire.ErrCodeNoSpace, ErrNoSpace},
 	{wire.ErrCodeSpaceExceeded, ErrSpaceExceeded},
+	{wire.ErrCodeNotEnoughStarted, ErrNotEnoughStartedMembers},
+	{wire.ErrCodeUnhealthy, ErrUnhealthy},
 }
 
 func errToWire(err error) *wire.Response {

@@ -39,11 +39,21 @@ type watcher struct {
 	in   chan WatchResponse // from publish; revisions < next
 	wake chan struct{}      // cap 1: "you are behind, catch up"
 
+	// floor is the lowest revision a progress notification may carry:
+	// start-1 for a watch started at revision start. Its client has seen
+	// everything up to there (clientv3 resumes a broken watch after the
+	// last revision it delivered), possibly from another member; a member
+	// whose state is behind that must not announce its own lower revision
+	// (etcd issue 20221). Such a watch waits for the member to catch up,
+	// as a read would, before it reports progress.
+	floor int64
+
 	// guarded by watchHub.mu
-	next    int64 // first revision not yet handed to this watcher
-	synced  bool
-	sawNews bool  // events delivered since the last progress tick
-	sent    int64 // revision of the last events response handed over
+	next        int64 // first revision not yet handed to this watcher
+	synced      bool
+	sawNews     bool  // events delivered since the last progress tick
+	sent        int64 // revision of the last events response handed over
+	awaitsFloor bool  // a progress request waits for lastPub to reach floor
 }
 
 type watchHub struct {
@@ -112,6 +122,13 @@ func (h *watchHub) publish(batch []revEvents) {
 			}
 			evs = append(evs, w.filter(re.events)...)
 		}
+		if w.awaitsFloor && last >= w.floor {
+			w.awaitsFloor = false
+			select { // the watcher's goroutine answers the request
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
 		if len(evs) == 0 {
 			w.next = max(w.next, last+1)
 			continue
@@ -174,9 +191,14 @@ func (h *watchHub) progressTick() {
 		}
 		// The current revision, as etcd reports it (not w.next-1, which for
 		// a watch started at a future revision does not exist yet), and
-		// never below what the watcher already received from history.
+		// never below what the watcher already received from history, nor
+		// below where its client started it.
+		rev := max(h.lastPub, w.sent)
+		if rev < w.floor {
+			continue
+		}
 		select {
-		case w.in <- WatchResponse{Revision: max(h.lastPub, w.sent)}:
+		case w.in <- WatchResponse{Revision: rev}:
 		default:
 		}
 	}
@@ -239,6 +261,7 @@ func (s *Store) Watch(ctx context.Context, key string, opts ...OpOption) <-chan 
 		progressReq: op.progressReq,
 		in:          make(chan WatchResponse, watchBuffer),
 		wake:        make(chan struct{}, 1),
+		floor:       max(op.rev-1, 0),
 	}
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
@@ -270,7 +293,9 @@ func (s *Store) runWatcher(ctx context.Context, w *watcher, out chan<- WatchResp
 	// progress answers a progress request if the watcher is synced:
 	// everything published is then in w.in, and once that is drained (under
 	// hub.mu, so nothing new slips in) every event up to lastPub has been
-	// delivered. Otherwise the request waits for the end of the catch-up.
+	// delivered. Otherwise the request waits for the end of the catch-up,
+	// or, for a watch that starts beyond what this member has applied, for
+	// publish to reach w.floor (it wakes the watcher then).
 	pending := false
 	progress := func() bool {
 		for {
@@ -288,6 +313,12 @@ func (s *Store) runWatcher(ctx context.Context, w *watcher, out chan<- WatchResp
 				continue
 			}
 			rev := max(s.hub.lastPub, w.sent)
+			if rev < w.floor {
+				w.awaitsFloor = true
+				s.hub.mu.Unlock()
+				pending = true
+				return true
+			}
 			s.hub.mu.Unlock()
 			pending = false
 			return send(WatchResponse{Revision: rev})

@@ -54,7 +54,12 @@ var errMap = []struct {
 	{accord.ErrLeaseTTLTooLarge, rpctypes.ErrGRPCLeaseTTLTooLarge},
 	{accord.ErrMemberNotFound, rpctypes.ErrGRPCMemberNotFound},
 	{accord.ErrMemberExists, rpctypes.ErrGRPCPeerURLExist},
+	{accord.ErrNotEnoughStartedMembers, rpctypes.ErrGRPCMemberNotEnoughStarted},
+	{accord.ErrUnhealthy, rpctypes.ErrGRPCUnhealthy},
 	{accord.ErrClosed, rpctypes.ErrGRPCStopped},
+	// Before ErrUnknownOutcome: a forwarded write that the leader did not
+	// answer in time matches both, and etcd says "request timed out".
+	{accord.ErrTimeout, rpctypes.ErrGRPCTimeout},
 	{accord.ErrUnknownOutcome, rpctypes.ErrGRPCTimeoutDueToLeaderFail},
 	{accord.ErrNoLeader, rpctypes.ErrGRPCNoLeader},
 	{accord.ErrNotLeader, rpctypes.ErrGRPCNotLeader},

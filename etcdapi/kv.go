@@ -101,11 +101,15 @@ func (k *kvServer) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, 
 	return k.srv.txnResponse(resp), nil
 }
 
+// Compact compacts the history. The header carries the revision at which
+// the compaction was applied: on a follower, the local revision when the
+// answer comes back may still be below it.
 func (k *kvServer) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	if err := k.srv.store.Compact(ctx, r.Revision); err != nil {
+	var rev int64
+	if err := k.srv.store.Compact(ctx, r.Revision, accord.WithAppliedRevision(&rev)); err != nil {
 		return nil, toGRPC(err)
 	}
-	return &pb.CompactionResponse{Header: k.srv.currentHeader()}, nil
+	return &pb.CompactionResponse{Header: k.srv.header(rev)}, nil
 }
 
 // checkSize refuses a request larger than MaxRequestBytes, as etcd does

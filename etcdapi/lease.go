@@ -40,7 +40,8 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 	if r.TTL > maxLeaseTTLSeconds {
 		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
 	}
-	var opts []accord.OpOption
+	var rev int64 // the revision at which the grant was applied, as etcd's header has it
+	opts := []accord.OpOption{accord.WithAppliedRevision(&rev)}
 	if r.ID != 0 {
 		opts = append(opts, accord.WithLeaseID(accord.LeaseID(r.ID)))
 	}
@@ -56,14 +57,19 @@ func (l *leaseServer) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) (
 	if st, err := l.srv.store.TimeToLive(ctx, id); err == nil {
 		granted = ttlSeconds(st.GrantedTTL)
 	}
-	return &pb.LeaseGrantResponse{Header: l.srv.currentHeader(), ID: int64(id), TTL: max(granted, 1)}, nil
+	return &pb.LeaseGrantResponse{Header: l.srv.header(rev), ID: int64(id), TTL: max(granted, 1)}, nil
 }
 
+// LeaseRevoke revokes a lease. The header carries the revision of the
+// revoke itself (the one that deleted the lease's keys), as etcd's does, not
+// the revision current when the answer is sent: a client that resumes a
+// watch from it must not skip the writes in between.
 func (l *leaseServer) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	if err := l.srv.store.Revoke(ctx, accord.LeaseID(r.ID)); err != nil {
+	var rev int64
+	if err := l.srv.store.Revoke(ctx, accord.LeaseID(r.ID), accord.WithAppliedRevision(&rev)); err != nil {
 		return nil, toGRPC(err)
 	}
-	return &pb.LeaseRevokeResponse{Header: l.srv.currentHeader()}, nil
+	return &pb.LeaseRevokeResponse{Header: l.srv.header(rev)}, nil
 }
 
 // LeaseTimeToLive reports a lease's remaining and granted TTL in seconds

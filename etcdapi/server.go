@@ -33,6 +33,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -76,8 +77,9 @@ type Options struct {
 	HTTPHandler http.Handler
 
 	// UnaryInterceptors and StreamInterceptors wrap every gRPC call, in
-	// order (the first is outermost), after etcdapi's own (it has none
-	// today): for tracing, metrics or logging, e.g. OpenTelemetry's
+	// order (the first is outermost), after etcdapi's own (a unary
+	// request's bound, as etcd's request timeout: the ctx they see has
+	// that deadline): for tracing, metrics or logging, e.g. OpenTelemetry's
 	// otelgrpc (see examples/tracing). The HTTP/JSON gateway calls the
 	// gRPC server in-process, so its requests pass through them too.
 	// Default none.
@@ -109,8 +111,9 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 
-	clusterID uint64
-	memberID  uint64
+	clusterID  uint64
+	memberID   uint64
+	reqTimeout time.Duration // bound of one unary request (Store.RequestTimeout)
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -228,6 +231,7 @@ func New(s *accord.Store, opts *Options) (*Server, error) {
 		tlsConns:  newConnListener(),
 		inner:     newConnListener(),
 	}
+	srv.reqTimeout = s.RequestTimeout()
 	grpcOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.MaxRequestBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(maxSendBytes),
@@ -236,11 +240,11 @@ func New(s *accord.Store, opts *Options) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
 	}
-	// etcdapi's own interceptors, when it has some, go first in these
-	// chains: the caller's see what etcdapi lets through.
-	if len(o.UnaryInterceptors) > 0 {
-		grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(o.UnaryInterceptors...))
-	}
+	// etcdapi's own interceptors go first in these chains: the caller's
+	// see what etcdapi lets through, and run within the request bound
+	// (boundRequest turns an error that the bound caused into etcd's
+	// "request timed out" once they have returned).
+	grpcOpts = append(grpcOpts, grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{srv.boundRequest}, o.UnaryInterceptors...)...))
 	if len(o.StreamInterceptors) > 0 {
 		grpcOpts = append(grpcOpts, grpc.ChainStreamInterceptor(o.StreamInterceptors...))
 	}
@@ -414,6 +418,28 @@ func (srv *Server) Close() error {
 	})
 	srv.wg.Wait()
 	return nil
+}
+
+// errRequestTimeout is the cause of a request context that the server's
+// own bound ended (boundRequest).
+var errRequestTimeout = errors.New("etcdapi: request timeout")
+
+// boundRequest bounds every unary request by the store's request timeout,
+// as etcd bounds each request by its ReqTimeout (5 s plus two election
+// timeouts): no request waits forever, for a leader or for an answer from
+// one, because its client set no deadline. A request that the bound ended
+// fails with etcd's "etcdserver: request timed out", whatever error the
+// wait ended in (no leader, outcome unknown); one that the client's own
+// deadline or cancellation ended keeps its error. Streams (Watch,
+// LeaseKeepAlive, Snapshot) live as long as their client wants.
+func (srv *Server) boundRequest(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, srv.reqTimeout, errRequestTimeout)
+	defer cancel()
+	resp, err := handler(ctx, req)
+	if err != nil && errors.Is(context.Cause(ctx), errRequestTimeout) {
+		return nil, rpctypes.ErrGRPCTimeout
+	}
+	return resp, err
 }
 
 // header returns a response header at revision rev.

@@ -264,7 +264,10 @@ const (
 	ErrCodeNotFound
 	ErrCodeExists
 	ErrCodeNoSpace
-	ErrCodeSpaceExceeded // added in 0.3.0: an older member reports it as unknown
+	// Added in 0.3.0: an older member reports these as unknown.
+	ErrCodeSpaceExceeded
+	ErrCodeNotEnoughStarted // a member change would leave too few started voters
+	ErrCodeUnhealthy        // a member change the leader cannot keep a quorum through
 
 	// errCodeMax is one past the last known code.
 	errCodeMax
@@ -297,6 +300,8 @@ var errCodeNames = [...]string{
 	ErrCodeExists:           "exists",
 	ErrCodeNoSpace:          "no-space",
 	ErrCodeSpaceExceeded:    "space-exceeded",
+	ErrCodeNotEnoughStarted: "not-enough-started",
+	ErrCodeUnhealthy:        "unhealthy",
 }
 
 // Known reports whether c is an error code this version understands

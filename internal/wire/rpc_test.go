@@ -585,6 +585,7 @@ func TestRPCProtocolValues(t *testing.T) {
 		ErrCodeLeaseNotFound, ErrCodeLeaseExists, ErrCodeLeaseTTLTooLarge, ErrCodeUnsupported,
 		ErrCodeInvalidArgument, ErrCodeCorrupt, ErrCodeTimeout, ErrCodeNotFound, ErrCodeExists, ErrCodeNoSpace,
 		ErrCodeSpaceExceeded,
+		ErrCodeNotEnoughStarted, ErrCodeUnhealthy,
 	}
 	if len(codes) != int(errCodeMax) {
 		t.Fatalf("%d codes listed, errCodeMax = %d", len(codes), errCodeMax)
