@@ -256,3 +256,98 @@ func TestMemberLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMemberRemoveOnlyMember: removing the only member is refused with
+// etcd's "re-configuration failed due to not enough started members",
+// with the strict reconfiguration check or without it (issue 17, item 4).
+func TestMemberRemoveOnlyMember(t *testing.T) {
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			c := newAPICluster(t, 1, func(_ int, o *accord.Options, _ *Options) { o.NoStrictReconfigCheck = !strict })
+			cli := newClient(t, c.Endpoints()...)
+			raw := etcdserverpb.NewClusterClient(cli.ActiveConnection())
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			id := MemberID(c.nodes[0].Store().NodeID())
+			if _, err := raw.MemberRemove(ctx, &etcdserverpb.MemberRemoveRequest{ID: id}); !isGRPCErr(err, rpctypes.ErrGRPCMemberNotEnoughStarted) {
+				t.Fatalf("remove the only member: %v, want %v", err, rpctypes.ErrGRPCMemberNotEnoughStarted)
+			}
+			if l, err := cli.MemberList(ctx); err != nil || len(l.Members) != 1 {
+				t.Fatalf("member list after the refused removal: %+v %v", l, err)
+			}
+		})
+	}
+}
+
+// TestStrictReconfigCheck: with one of three members down, the leader
+// refuses (etcd's --strict-reconfig-check, on by default) to remove a live
+// voter or to add a voter, either of which would leave the cluster without
+// a working quorum ("etcdserver: unhealthy cluster"); adding and removing
+// a learner, and removing the member that is down, go through. With the
+// check off, the live voter's removal is proposed, and the cluster is stuck.
+func TestStrictReconfigCheck(t *testing.T) {
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			c := newAPICluster(t, 3, func(_ int, o *accord.Options, _ *Options) { o.NoStrictReconfigCheck = !strict })
+			leader := c.leaderNode()
+			var followers []*apiNode
+			for _, nd := range c.nodes {
+				if nd != leader {
+					followers = append(followers, nd)
+				}
+			}
+			live, down := followers[0], followers[1]
+			cli := newClient(t, leader.Endpoint())
+			raw := etcdserverpb.NewClusterClient(cli.ActiveConnection())
+			ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+			defer cancel()
+			eventually(t, 10*time.Second, "every member to publish its name", func() error {
+				l, err := cli.MemberList(ctx)
+				if err != nil {
+					return err
+				}
+				for _, m := range l.Members {
+					if m.Name == "" {
+						return fmt.Errorf("member %x unstarted", m.ID)
+					}
+				}
+				return nil
+			})
+			downID := MemberID(down.Store().NodeID())
+			down.kill()
+
+			remove := func(id uint64) error {
+				_, err := raw.MemberRemove(ctx, &etcdserverpb.MemberRemoveRequest{ID: id})
+				return err
+			}
+			if strict {
+				if err := remove(MemberID(live.Store().NodeID())); !isGRPCErr(err, rpctypes.ErrGRPCUnhealthy) {
+					t.Fatalf("remove a live voter with another one down: %v, want %v", err, rpctypes.ErrGRPCUnhealthy)
+				}
+				_, err := raw.MemberAdd(ctx, &etcdserverpb.MemberAddRequest{PeerURLs: []string{"http://" + freePort(t)}})
+				if !isGRPCErr(err, rpctypes.ErrGRPCUnhealthy) {
+					t.Fatalf("add a voter with a voter down: %v, want %v", err, rpctypes.ErrGRPCUnhealthy)
+				}
+				add, err := raw.MemberAdd(ctx, &etcdserverpb.MemberAddRequest{PeerURLs: []string{"http://" + freePort(t)}, IsLearner: true})
+				if err != nil {
+					t.Fatalf("add a learner with a voter down: %v", err)
+				}
+				if err := retryTransient(func() error { return remove(add.Member.ID) }); err != nil {
+					t.Fatalf("remove the learner: %v", err)
+				}
+				if err := retryTransient(func() error { return remove(downID) }); err != nil {
+					t.Fatalf("remove the voter that is down: %v", err)
+				}
+				return
+			}
+			// Unchecked, the removal is proposed, and the configuration it
+			// makes ({leader, down}) can commit nothing, the removal itself
+			// included: the request times out. This is what the check
+			// prevents.
+			if err := remove(MemberID(live.Store().NodeID())); err != nil && !isGRPCErr(err, rpctypes.ErrGRPCTimeout) &&
+				!isGRPCErr(err, rpctypes.ErrGRPCTimeoutDueToLeaderFail) {
+				t.Fatalf("remove a live voter with the check off: %v, want it proposed (and then stuck)", err)
+			}
+		})
+	}
+}

@@ -3,12 +3,15 @@ package etcdapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -507,5 +510,86 @@ func TestLeaseSurvivesLeaderChange(t *testing.T) {
 	var n int64
 	if err := retryTransient(func() (err error) { n, err = keyCount(ctx, check, "ha/"); return err }); err != nil || n != 0 {
 		t.Fatalf("key after revoke: %d %v", n, err)
+	}
+}
+
+// TestWriteHeadersCarryAppliedRevision: LeaseRevoke answers with the
+// revision that deleted the lease's keys, LeaseGrant with one no lower
+// than any write acknowledged before it and lower than the first put with
+// the lease, Compact with one no lower than the revision compacted; all on
+// a follower, whose own revision lags the leader's, while another client
+// keeps writing (issue 17, item 1: the headers carried the revision current
+// when the answer was sent).
+func TestWriteHeadersCarryAppliedRevision(t *testing.T) {
+	c := newAPICluster(t, 3, nil)
+	leader := c.leaderNode()
+	var follower *apiNode
+	for _, nd := range c.nodes {
+		if nd != leader {
+			follower = nd
+		}
+	}
+	cli := newClient(t, follower.Endpoint())
+	busy := newClient(t, leader.Endpoint())
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	var (
+		mu    sync.Mutex
+		acked int64 // highest revision of the busy writer's acknowledged puts
+	)
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; wctx.Err() == nil && i < 100000; i++ {
+			r, err := busy.Put(wctx, fmt.Sprintf("busy/%d", i%50), "v")
+			if err == nil {
+				mu.Lock()
+				acked = max(acked, r.Header.Revision)
+				mu.Unlock()
+			}
+		}
+	})
+	defer func() { stop(); wg.Wait() }()
+	ackedNow := func() int64 { mu.Lock(); defer mu.Unlock(); return acked }
+
+	for i := range 25 {
+		before := ackedNow()
+		g, err := cli.Grant(ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("lk/%d", i)
+		p, err := cli.Put(ctx, key, "v", clientv3.WithLease(g.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Revision < before || g.Revision >= p.Header.Revision {
+			t.Fatalf("grant %d: header revision %d; a write acknowledged before it is at %d, the put with the lease at %d", i, g.Revision, before, p.Header.Revision)
+		}
+		rv, err := cli.Revoke(ctx, g.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The revision of the deletion, from the history.
+		wctx, wcancel := context.WithCancel(ctx)
+		ev := watchNext(t, cli.Watch(wctx, key, clientv3.WithRev(p.Header.Revision+1)))
+		wcancel()
+		if len(ev.Events) != 1 || ev.Events[0].Type != mvccpb.DELETE {
+			t.Fatalf("revoke %d: watch after the put: %+v", i, ev)
+		}
+		if del := ev.Events[0].Kv.ModRevision; rv.Header.Revision != del {
+			t.Fatalf("revoke %d: header revision %d, the keys were deleted at %d", i, rv.Header.Revision, del)
+		}
+		// Compact at the busy writer's latest revision, which this
+		// follower may not have applied yet.
+		target := max(ackedNow(), rv.Header.Revision)
+		cp, err := cli.Compact(ctx, target)
+		if err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+			t.Fatal(err)
+		}
+		if err == nil && cp.Header.Revision < target {
+			t.Fatalf("compact %d at revision %d: header revision %d", i, target, cp.Header.Revision)
+		}
 	}
 }

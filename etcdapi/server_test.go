@@ -1,10 +1,17 @@
 package etcdapi
 
 import (
+	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"testing"
 	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/accordkv/accord"
 )
@@ -76,5 +83,67 @@ func TestCloseWithIdleConnections(t *testing.T) {
 				cn.Close()
 			}
 		})
+	}
+}
+
+// TestRequestWithoutDeadlineTimesOut: with no quorum, requests whose
+// client set no deadline (a write, a compaction, a lease grant, a
+// linearizable read) end with etcd's "request timed out" after the
+// server's request timeout, as in etcd, instead of waiting forever for a
+// leader (issue 17, item 2).
+func TestRequestWithoutDeadlineTimesOut(t *testing.T) {
+	c := newAPICluster(t, 3, nil)
+	nd := c.nodes[0]
+	c.nodes[1].kill()
+	c.nodes[2].kill()
+	// Requests that a leader took before it stepped down end at once,
+	// their outcome unknown; these wait for a leader.
+	eventually(t, 10*time.Second, "node 0 to know no leader", func() error {
+		if l := nd.Store().Leader(); l != "" {
+			return fmt.Errorf("leader %s", l)
+		}
+		return nil
+	})
+	conn, err := grpc.NewClient(nd.clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	kv, lease := pb.NewKVClient(conn), pb.NewLeaseClient(conn)
+	calls := map[string]func(context.Context) error{
+		"put":     func(ctx context.Context) error { _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")}); return err },
+		"compact": func(ctx context.Context) error { _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: 1}); return err },
+		"range":   func(ctx context.Context) error { _, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")}); return err },
+		"grant":   func(ctx context.Context) error { _, err := lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 60}); return err },
+	}
+	bound := nd.Store().RequestTimeout()
+	type result struct {
+		name string
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, len(calls))
+	ctx, cancel := context.WithCancel(context.Background()) // no deadline; cancelled only to clean up
+	defer cancel()
+	for name, call := range calls {
+		go func() {
+			start := time.Now()
+			err := call(ctx)
+			results <- result{name, err, time.Since(start)}
+		}()
+	}
+	limit := time.After(bound + 20*time.Second)
+	for range calls {
+		select {
+		case r := <-results:
+			if !isGRPCErr(r.err, rpctypes.ErrGRPCTimeout) {
+				t.Errorf("%s without quorum: %v, want %v", r.name, r.err, rpctypes.ErrGRPCTimeout)
+			}
+			if r.took < bound-time.Second {
+				t.Errorf("%s timed out after %v, before the request timeout %v", r.name, r.took, bound)
+			}
+		case <-limit:
+			t.Fatalf("requests without a deadline still waiting %v after quorum was lost", bound+20*time.Second)
+		}
 	}
 }

@@ -973,3 +973,52 @@ func TestWatchCluster(t *testing.T) {
 		}
 	})
 }
+
+// TestWatchProgressNotBelowResumedStart: a watch created at a revision
+// beyond what the member has (a watch resumed after revision R-1 that its
+// client saw elsewhere, on a member that is behind) gets no progress
+// notification, periodic or for the stream (WatchId -1), below R-1; once
+// the member reaches it, both come (issue 17, item 3; etcd issue 20221).
+func TestWatchProgressNotBelowResumedStart(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	c := newAPICluster(t, 1, func(_ int, o *accord.Options, _ *Options) { o.WatchProgressNotifyInterval = interval })
+	cli := newClient(t, c.Endpoints()...)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	put, err := cli.Put(ctx, "other", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := put.Header.Revision
+	start := cur + 3 // the client has seen cur+2
+	rw := newRawWatch(t, ctx, cli.ActiveConnection())
+	rw.create(&pb.WatchCreateRequest{Key: []byte("rk"), StartRevision: start, ProgressNotify: true})
+	if r := rw.next(); !r.Created {
+		t.Fatalf("want Created, got %+v", r)
+	}
+	rw.send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	select {
+	case r := <-rw.recvc:
+		t.Fatalf("at revision %d, with a watch resumed at %d: %+v", cur, start, r)
+	case err := <-rw.errc:
+		t.Fatal(err)
+	case <-time.After(20 * interval):
+	}
+	for i := range 2 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("other%d", i), "y"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, periodic := false, false
+	for !stream || !periodic {
+		r := rw.next()
+		if len(r.Events) > 0 || r.Canceled || r.Header.Revision < start-1 {
+			t.Fatalf("after reaching revision %d: %+v", start-1, r)
+		}
+		if r.WatchId == invalidWatchID {
+			stream = true
+		} else {
+			periodic = true
+		}
+	}
+}
