@@ -111,10 +111,22 @@ func TestRequestWithoutDeadlineTimesOut(t *testing.T) {
 	defer conn.Close()
 	kv, lease := pb.NewKVClient(conn), pb.NewLeaseClient(conn)
 	calls := map[string]func(context.Context) error{
-		"put":     func(ctx context.Context) error { _, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")}); return err },
-		"compact": func(ctx context.Context) error { _, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: 1}); return err },
-		"range":   func(ctx context.Context) error { _, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")}); return err },
-		"grant":   func(ctx context.Context) error { _, err := lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 60}); return err },
+		"put": func(ctx context.Context) error {
+			_, err := kv.Put(ctx, &pb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+			return err
+		},
+		"compact": func(ctx context.Context) error {
+			_, err := kv.Compact(ctx, &pb.CompactionRequest{Revision: 1})
+			return err
+		},
+		"range": func(ctx context.Context) error {
+			_, err := kv.Range(ctx, &pb.RangeRequest{Key: []byte("k")})
+			return err
+		},
+		"grant": func(ctx context.Context) error {
+			_, err := lease.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 60})
+			return err
+		},
 	}
 	bound := nd.Store().RequestTimeout()
 	type result struct {
