@@ -243,10 +243,8 @@ func (s *Store) probeVoters(ctx context.Context, conf raft.Configuration) voterH
 	h := voterHealth{started: map[string]bool{}, connected: map[string]bool{}}
 	ctx, cancel := context.WithTimeout(ctx, max(2*s.opts.ElectionTimeout, 500*time.Millisecond))
 	defer cancel()
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
+	answered := make(chan string, len(conf.Servers))
+	var wg sync.WaitGroup
 	for _, srv := range conf.Servers {
 		id := string(srv.ID)
 		if srv.Suffrage != raft.Voter {
@@ -265,13 +263,15 @@ func (s *Store) probeVoters(ctx context.Context, conf raft.Configuration) voterH
 		wg.Go(func() {
 			resp, err := s.peer.call(ctx, string(srv.Address), &wire.Request{Type: wire.RPCStatus, From: s.id})
 			if err == nil && resp.Status != nil && resp.Status.NodeID == id {
-				mu.Lock()
-				h.started[id], h.connected[id] = true, true
-				mu.Unlock()
+				answered <- id
 			}
 		})
 	}
 	wg.Wait()
+	close(answered)
+	for id := range answered {
+		h.started[id], h.connected[id] = true, true
+	}
 	return h
 }
 

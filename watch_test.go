@@ -785,8 +785,16 @@ func TestWatchProgressNotify(t *testing.T) {
 		}
 	}
 	wantProgress(with, rev)
-	wantProgress(future, rev)
 	wantProgress(with, rev) // and again while idle
+	// A watch started at a future revision hears nothing before the store
+	// gets there: progress at the current revision would be below where
+	// its client stands (etcd skips it too: etcd issue 20221). The ticks
+	// that reached `with` reached it too.
+	select {
+	case r := <-future:
+		t.Fatalf("watch from revision %d, store at %d: got %+v", rev+100, rev, r)
+	default:
+	}
 
 	// Events on another key move the revision: the notification says so.
 	rev = wlPut(t, s, "other", "y")

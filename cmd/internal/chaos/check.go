@@ -24,6 +24,7 @@ func (r *run) check(watchers []*watcher, members []*node) {
 	r.checkReads(ops)
 	r.checkLists(ops)
 	r.checkLeases(ops)
+	r.checkRevisions(ops)
 	r.checkLinearizable(ops)
 	for _, op := range ops {
 		if op.checked {
@@ -475,4 +476,131 @@ func (r *run) checkLinearizable(ops []*Op) {
 		return
 	}
 	r.rep.violate("linearizability", "the register history is not linearizable; visualisation: %s", path)
+}
+
+// linearRev reports whether op's answer revision is linearizable: the
+// revision of the state it read or wrote, at a point between its call and
+// its return. Serializable reads answer from one member's state and
+// keep-alive headers from the member that took the request (as etcd's
+// do), so they are left out.
+func linearRev(op *Op) bool {
+	if op.Status != statusOK || op.Rev <= 0 {
+		return false
+	}
+	switch op.Kind {
+	case opGetLocal, opKeepAlive:
+		return false
+	}
+	return true
+}
+
+// changedRev reports whether op made a new revision (op.Rev, or
+// op.Resolved for a write of unknown outcome that the history shows).
+func changedRev(op *Op) int64 {
+	switch {
+	case op.Status == statusUnknown && op.Resolved > 0:
+		return op.Resolved
+	case op.Status != statusOK:
+		return 0
+	}
+	switch op.Kind {
+	case opPut, opLeasePut, opCrashPut, opBarrier:
+		return op.Rev
+	case opDelete:
+		if op.Deleted > 0 {
+			return op.Rev
+		}
+	case opCAS, opTxnAppend:
+		if op.Succeeded {
+			return op.Rev
+		}
+	}
+	return 0
+}
+
+// checkRevisions checks the revisions of the answers, beyond the writes
+// that checkWrites finds at theirs:
+//
+//   - an acknowledged revoke answers with the revision that deleted its
+//     lease's keys (the history has it), not a later one;
+//   - a grant answers below the first write with its lease;
+//   - every linearizable answer is at or above the revision of every
+//     answer that returned before it was called, and below the revision
+//     of every write that was called after it returned.
+//
+// A revision that is wrong this way sends a client that resumes a watch
+// from it past writes it never saw, or back into ones it did.
+func (r *run) checkRevisions(ops []*Op) {
+	h, rep := r.hist, r.rep
+	firstUse := map[int64]int64{} // lease -> first revision a key was put with it
+	deleted := map[int64]int64{}  // lease -> revision its keys were deleted at
+	for i := range h.events {
+		ev := &h.events[i]
+		if !ev.Delete && ev.Lease != 0 {
+			if _, ok := firstUse[ev.Lease]; !ok {
+				firstUse[ev.Lease] = ev.Rev
+			}
+		}
+		if ev.Delete {
+			if b := h.before(ev.Key, ev.Rev); b != nil && b.Lease != 0 {
+				if _, ok := deleted[b.Lease]; !ok {
+					deleted[b.Lease] = ev.Rev
+				}
+			}
+		}
+	}
+	for _, op := range ops {
+		if op.Status != statusOK {
+			continue
+		}
+		switch op.Kind {
+		case opLeaseRevoke:
+			op.checked = true
+			if del, ok := deleted[op.Lease]; ok && op.Rev != del {
+				rep.violate("revision", "revoke of lease %x by client %d answered at revision %d; the history deletes its keys at revision %d", op.Lease, op.Client, op.Rev, del)
+			}
+		case opLeaseGrant:
+			if use, ok := firstUse[op.Lease]; ok && op.Rev >= use {
+				rep.violate("revision", "grant of lease %x by client %d answered at revision %d; the history puts a key with it at revision %d", op.Lease, op.Client, op.Rev, use)
+			}
+		}
+	}
+
+	// Real-time order. byReturn: the answers by return time, each with the
+	// highest revision returned up to it; byCall: the writes by call time,
+	// each with the lowest revision made from it on.
+	type point struct{ t, rev int64 }
+	var byReturn, byCall []point
+	for _, op := range ops {
+		if linearRev(op) {
+			byReturn = append(byReturn, point{op.Return, op.Rev})
+		}
+		if rev := changedRev(op); rev > 0 {
+			byCall = append(byCall, point{op.Call, rev})
+		}
+	}
+	sort.Slice(byReturn, func(i, j int) bool { return byReturn[i].t < byReturn[j].t })
+	sort.Slice(byCall, func(i, j int) bool { return byCall[i].t < byCall[j].t })
+	for i := 1; i < len(byReturn); i++ {
+		byReturn[i].rev = max(byReturn[i].rev, byReturn[i-1].rev)
+	}
+	for i := len(byCall) - 2; i >= 0; i-- {
+		byCall[i].rev = min(byCall[i].rev, byCall[i+1].rev)
+	}
+	for _, op := range ops {
+		if !linearRev(op) {
+			continue
+		}
+		op.checked = true
+		// The highest revision answered before op was called.
+		if i := sort.Search(len(byReturn), func(i int) bool { return byReturn[i].t >= op.Call }); i > 0 && op.Rev < byReturn[i-1].rev {
+			rep.violate("revision", "%s %v by client %d (called at t=%v) answered at revision %d, below revision %d answered before it was called",
+				op.Kind, keysOrKey(op), op.Client, time.Duration(op.Call).Round(time.Millisecond), op.Rev, byReturn[i-1].rev)
+		}
+		// The lowest revision written by a write called after op returned.
+		if i := sort.Search(len(byCall), func(i int) bool { return byCall[i].t > op.Return }); i < len(byCall) && op.Rev >= byCall[i].rev {
+			rep.violate("revision", "%s %v by client %d (returned at t=%v) answered at revision %d, yet revision %d was written by a write called after that",
+				op.Kind, keysOrKey(op), op.Client, time.Duration(op.Return).Round(time.Millisecond), op.Rev, byCall[i].rev)
+		}
+	}
 }

@@ -92,6 +92,31 @@ func TestChecksCatchAnomalies(t *testing.T) {
 			events: func(e []hevent) []hevent { return append(e[:2], e[3:]...) },
 			want:   "history",
 		},
+		{
+			name: "clean with a revoke",
+			ops: func(o []*Op) []*Op {
+				return append(o, &Op{Client: 3, Kind: opLeaseRevoke, Lease: 99, Call: ms(120), Return: ms(130), Status: statusOK, Rev: 7})
+			},
+		},
+		{
+			// LeaseRevoke with the revision of the answer, not of the revoke.
+			name: "revoke answered at another revision than its deletion",
+			ops: func(o []*Op) []*Op {
+				return append(o, &Op{Client: 3, Kind: opLeaseRevoke, Lease: 99, Call: ms(120), Return: ms(130), Status: statusOK, Rev: 6})
+			},
+			want: "revision",
+		},
+		{
+			// A follower's own revision, behind a write acknowledged before.
+			name: "grant answered below a revision acknowledged before it",
+			ops:  func(o []*Op) []*Op { o[5].Rev = 4; return o },
+			want: "revision",
+		},
+		{
+			name: "grant answered at the revision of a later write with its lease",
+			ops:  func(o []*Op) []*Op { o[5].Rev = 6; return o },
+			want: "revision",
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,7 +147,8 @@ func TestChecksCatchAnomalies(t *testing.T) {
 	}
 }
 
-// The watch check must catch gaps, repeats and split revisions.
+// The watch check must catch gaps, repeats, split revisions and progress
+// notifications that go back.
 func TestWatchCheck(t *testing.T) {
 	h := newHistory([]hevent{
 		{Rev: 2, Key: "a", Value: "1", Create: 2, Mod: 2, Version: 1},
@@ -134,24 +160,32 @@ func TestWatchCheck(t *testing.T) {
 		e := h.events[i]
 		return wevent{Rev: e.Rev, Key: e.Key, Delete: e.Delete, Hash: hashValue(e.Value), Create: e.Create, Mod: e.Mod, Version: e.Version, Lease: e.Lease, Resp: resp}
 	}
+	all := []wevent{ev(0, 1), ev(1, 3), ev(2, 3), ev(3, 5)}
 	cases := []struct {
 		name     string
 		events   []wevent
+		progress []wprogress
 		complete bool
 		bad      bool
 	}{
-		{"all", []wevent{ev(0, 1), ev(1, 2), ev(2, 2), ev(3, 3)}, true, false},
-		{"prefix of a removed member", []wevent{ev(0, 1), ev(1, 2), ev(2, 2)}, false, false},
-		{"stalled", []wevent{ev(0, 1), ev(1, 2), ev(2, 2)}, true, true},
-		{"gap", []wevent{ev(0, 1), ev(3, 2)}, false, true},
-		{"repeat", []wevent{ev(0, 1), ev(0, 2), ev(1, 3), ev(2, 3), ev(3, 3)}, true, true},
-		{"split revision", []wevent{ev(0, 1), ev(1, 2), ev(2, 3), ev(3, 4)}, true, true},
-		{"out of order", []wevent{ev(1, 1), ev(2, 1), ev(0, 2), ev(3, 3)}, true, true},
+		{"all", []wevent{ev(0, 1), ev(1, 2), ev(2, 2), ev(3, 3)}, nil, true, false},
+		{"prefix of a removed member", []wevent{ev(0, 1), ev(1, 2), ev(2, 2)}, nil, false, false},
+		{"stalled", []wevent{ev(0, 1), ev(1, 2), ev(2, 2)}, nil, true, true},
+		{"gap", []wevent{ev(0, 1), ev(3, 2)}, nil, false, true},
+		{"repeat", []wevent{ev(0, 1), ev(0, 2), ev(1, 3), ev(2, 3), ev(3, 3)}, nil, true, true},
+		{"split revision", []wevent{ev(0, 1), ev(1, 2), ev(2, 3), ev(3, 4)}, nil, true, true},
+		{"out of order", []wevent{ev(1, 1), ev(2, 1), ev(0, 2), ev(3, 3)}, nil, true, true},
+		{"progress as bookmarks", all, []wprogress{{Rev: 1, After: 0, Resp: 0}, {Rev: 2, After: 1, Resp: 2}, {Rev: 3, After: 3, Resp: 4}, {Rev: 4, After: 4, Resp: 6}}, true, false},
+		// A member behind the client's position announces its own
+		// revision (etcd issue 20221).
+		{"progress below a delivered event", all, []wprogress{{Rev: 1, After: 3, Resp: 4}}, true, true},
+		{"progress going back", all, []wprogress{{Rev: 3, After: 3, Resp: 4}, {Rev: 4, After: 4, Resp: 6}, {Rev: 3, After: 4, Resp: 7}}, true, true},
+		{"event at or below a progress before it", all, []wprogress{{Rev: 3, After: 1, Resp: 2}}, true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := newReport()
-			w := &watcher{name: tc.name, events: tc.events}
+			w := &watcher{name: tc.name, events: tc.events, progress: tc.progress}
 			w.check(h, tc.complete, rep)
 			if got := rep.NumViolations > 0; got != tc.bad {
 				t.Fatalf("violations %v, want bad=%v", rep.Violations, tc.bad)

@@ -182,6 +182,9 @@ func (c *cluster) args(n *node, initialCluster, state string) []string {
 	if c.flags["snapshot-interval"] {
 		a = append(a, "--snapshot-interval="+c.cfg.SnapshotInterval.String())
 	}
+	if c.flags["watch-progress-notify-interval"] {
+		a = append(a, "--watch-progress-notify-interval="+c.cfg.WatchProgressInterval.String())
+	}
 	if c.flags["snapshot-catchup-entries"] {
 		a = append(a, "--snapshot-catchup-entries="+fmt.Sprint(c.cfg.SnapshotCatchupEntries))
 	}

@@ -70,6 +70,10 @@ type Config struct {
 	// accordd has that flag (log entries kept after a snapshot, so that a
 	// lagging or new member gets a snapshot rather than the log). Default 100.
 	SnapshotCatchupEntries uint64
+	// WatchProgressInterval is passed as --watch-progress-notify-interval
+	// when accordd has that flag: the watchers ask for progress
+	// notifications, whose revisions the checks follow. Default 250ms.
+	WatchProgressInterval time.Duration
 	// LogLevel is accordd's --log-level. Default "info".
 	LogLevel string
 
@@ -137,6 +141,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.SnapshotCount, 300)
 	setDefault(&c.SnapshotInterval, time.Second)
 	setDefault(&c.SnapshotCatchupEntries, 100)
+	setDefault(&c.WatchProgressInterval, 250*time.Millisecond)
 	setDefault(&c.LogLevel, "info")
 	setDefault(&c.RegisterClients, 6)
 	setDefault(&c.RegisterKeys, 12)

@@ -407,6 +407,7 @@ func (r *run) finish() {
 	for i, w := range r.watchers {
 		w.mu.Lock()
 		save("watch", writeJSONLines(filepath.Join(r.dir, fmt.Sprintf("watch-%d-%s.jsonl", i, w.name)), w.events))
+		save("watch progress", writeJSONLines(filepath.Join(r.dir, fmt.Sprintf("watch-%d-%s-progress.jsonl", i, w.name)), w.progress))
 		w.mu.Unlock()
 	}
 	r.wmu.Unlock()

@@ -13,21 +13,37 @@ import (
 // watcher watches the whole keyspace from revision 1 through one member
 // (or, for the roaming watcher, through any member) for the whole run,
 // and records what it receives. clientv3 resumes a broken watch from the
-// revision after the last one it delivered; the checks verify that what
-// arrives is ordered, unique, gap-free, atomic per revision and equal to
-// the committed history.
+// revision after the last one it delivered (or the last progress
+// notification); the checks verify that what arrives is ordered, unique,
+// gap-free, atomic per revision and equal to the committed history, and
+// that progress notifications (periodic ones, and the stream's answers to
+// the RequestProgress the watcher sends now and then) never go back: not
+// below an event already delivered, not below an earlier notification,
+// and no event at or below one after it.
 type watcher struct {
 	name   string
 	node   *node // nil for the roaming watcher
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex // guards the fields below
-	events  []wevent
-	resps   int
-	lastRev int64
-	errs    []string
+	mu       sync.Mutex // guards the fields below
+	events   []wevent
+	progress []wprogress
+	resps    int
+	lastRev  int64
+	errs     []string
 }
+
+// wprogress is one progress notification received.
+type wprogress struct {
+	Rev   int64 `json:"rev"`
+	After int   `json:"after"` // how many events had arrived before it
+	Resp  int   `json:"resp"`
+}
+
+// progressRequestInterval is how often a watcher asks its stream for
+// progress (clientv3's RequestProgress, answered with WatchId -1).
+const progressRequestInterval = 300 * time.Millisecond
 
 // wevent is one received event; the value is hashed (lists grow long).
 type wevent struct {
@@ -56,9 +72,20 @@ func (ev *hevent) matches(w *wevent) bool {
 func startWatcher(ctx context.Context, name string, n *node, cli *clientv3.Client) *watcher {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &watcher{name: name, node: n, cancel: cancel, done: make(chan struct{})}
+	wch := cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(1), clientv3.WithProgressNotify())
+	asked := make(chan struct{})
+	go func() {
+		defer close(asked)
+		// The watch's stream is the one of wctx (same metadata); a request
+		// on a stream being re-established fails and is dropped.
+		for pace(wctx, progressRequestInterval) {
+			_ = cli.RequestProgress(wctx)
+		}
+	}()
 	go func() {
 		defer close(w.done)
-		for resp := range cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(1)) {
+		defer func() { <-asked }()
+		for resp := range wch {
 			w.mu.Lock()
 			if err := resp.Err(); err != nil {
 				if wctx.Err() == nil {
@@ -66,6 +93,9 @@ func startWatcher(ctx context.Context, name string, n *node, cli *clientv3.Clien
 				}
 			}
 			w.resps++
+			if resp.IsProgressNotify() {
+				w.progress = append(w.progress, wprogress{Rev: resp.Header.Revision, After: len(w.events), Resp: w.resps})
+			}
 			for _, ev := range resp.Events {
 				h := heventOf(ev)
 				w.events = append(w.events, wevent{
@@ -130,6 +160,22 @@ func (w *watcher) check(h *history, complete bool, rep *Report) int {
 		if w.events[i].Rev == w.events[i-1].Rev && w.events[i].Resp != w.events[i-1].Resp {
 			bad("the events of revision %d arrived in two responses (%d and %d)", w.events[i].Rev, w.events[i-1].Resp, w.events[i].Resp)
 			return i
+		}
+	}
+	// Progress notifications are bookmarks: at or above every event
+	// before them and every earlier notification, below every event after.
+	for i, p := range w.progress {
+		if p.After > 0 && p.Rev < w.events[p.After-1].Rev {
+			bad("progress notification %d (response %d) at revision %d after an event at revision %d", i, p.Resp, p.Rev, w.events[p.After-1].Rev)
+			return len(w.events)
+		}
+		if i > 0 && p.Rev < w.progress[i-1].Rev {
+			bad("progress notification %d (response %d) at revision %d after one at revision %d: progress went back", i, p.Resp, p.Rev, w.progress[i-1].Rev)
+			return len(w.events)
+		}
+		if p.After < len(w.events) && w.events[p.After].Rev <= p.Rev {
+			bad("event %d at revision %d arrived after a progress notification at revision %d", p.After, w.events[p.After].Rev, p.Rev)
+			return len(w.events)
 		}
 	}
 	// Gap-free and equal: exactly the history's events, from the first,

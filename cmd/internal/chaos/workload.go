@@ -322,8 +322,11 @@ func (w *leaseClient) cycle(ctx context.Context, stopAt time.Time) {
 	rv := &Op{Client: w.id, Kind: opLeaseRevoke, Lease: lr.ID}
 	octx, cancel = context.WithTimeout(ctx, w.cfg.OpTimeout)
 	rv.Call = w.rec.now()
-	_, err = w.cli.Revoke(octx, clientv3.LeaseID(lr.ID))
+	rr, err := w.cli.Revoke(octx, clientv3.LeaseID(lr.ID))
 	cancel()
+	if err == nil {
+		rv.Rev = rr.Header.Revision
+	}
 	w.rec.finish(rv, err)
 	switch {
 	case err == nil:
