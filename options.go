@@ -101,7 +101,11 @@ type Options struct {
 	// (to check the members it dials) and ClientCAs (to check the members
 	// that dial it). Peer certificates must name the peer's address (an IP
 	// SAN for an IP address). A host without a certificate from that CA can
-	// neither speak raft to a member nor call its RPCs. Default nil:
+	// neither speak raft to a member nor call its RPCs. With
+	// InsecureSkipVerify set (and no CA needed), peer traffic is encrypted
+	// but peers are not authenticated: any host that reaches the peer port
+	// with some certificate is accepted, as with etcd's --peer-auto-tls
+	// (self-signed certificates); that excludes gossip. Default nil:
 	// plaintext.
 	PeerTLS *tls.Config
 
@@ -435,7 +439,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.PeerTLS != nil && len(c.PeerTLS.Certificates) == 0 && c.PeerTLS.GetCertificate == nil {
 		bad("PeerTLS has no certificate")
 	}
-	if c.PeerTLS != nil && (c.PeerTLS.RootCAs == nil || c.PeerTLS.ClientCAs == nil) {
+	switch {
+	case c.PeerTLS != nil && c.PeerTLS.InsecureSkipVerify:
+		if c.GossipAddr != "" {
+			bad("PeerTLS with InsecureSkipVerify cannot be combined with gossip (GossipAddr): gossip admits a node as a member by its certificate from the cluster CA")
+		}
+	case c.PeerTLS != nil && (c.PeerTLS.RootCAs == nil || c.PeerTLS.ClientCAs == nil):
 		bad("PeerTLS needs the cluster CA in both RootCAs and ClientCAs")
 	}
 	if c.JoinTimeout < 0 {

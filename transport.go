@@ -25,6 +25,8 @@ import (
 // Options.PeerTLS set, both sides require a certificate from the
 // configured CA (mutual TLS): a host without one can neither speak raft to
 // a member nor call its RPCs, and a plaintext dialer fails the handshake.
+// With PeerTLS.InsecureSkipVerify (etcd's --peer-auto-tls) traffic is
+// encrypted but any certificate is accepted.
 
 const (
 	connRaft byte = 'R'
@@ -91,6 +93,11 @@ func newPeerTransport(log *slog.Logger, ln net.Listener, advertise string, tlsCo
 	if tlsConf != nil {
 		t.server = tlsConf.Clone()
 		t.server.ClientAuth = tls.RequireAndVerifyClientCert
+		if tlsConf.InsecureSkipVerify {
+			// Encrypted, not authenticated (Options.PeerTLS): a dialer
+			// must still speak TLS with a certificate, any certificate.
+			t.server.ClientAuth = tls.RequireAnyClientCert
+		}
 		t.server.MinVersion = max(t.server.MinVersion, tls.VersionTLS12)
 		t.client = tlsConf.Clone()
 		t.client.MinVersion = max(t.client.MinVersion, tls.VersionTLS12)

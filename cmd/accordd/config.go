@@ -52,6 +52,10 @@ type config struct {
 	clientCertAuth                               bool
 	peerCertFile, peerKeyFile, peerTrustedCAFile string
 	peerClientCertAuth                           bool
+	peerAutoTLS                                  bool
+	selfSignedCertValidity                       uint // years
+	strictReconfigCheck                          bool
+	featureGates                                 string
 
 	electionTimeoutMS   uint
 	heartbeatIntervalMS uint
@@ -98,10 +102,47 @@ var accordFlags = map[string]bool{
 var ignoredFlags = []string{
 	"max-snapshots", "max-wals", "wal-dir", "logger",
 	"enable-v2", "v2-deprecation", "metrics", "pre-vote",
-	"strict-reconfig-check", "enable-grpc-gateway", "initial-election-tick-advance",
+	"enable-grpc-gateway", "initial-election-tick-advance",
 	"cors", "host-whitelist", "auth-token", "backend-bbolt-freelist-type",
 	"socket-reuse-port", "socket-reuse-address", "experimental-initial-corrupt-check",
 	"experimental-enable-distributed-tracing", "max-learners",
+}
+
+// etcdFeatureGates are the feature gates etcd 3.7 knows
+// (server/features), with AllAlpha and AllBeta, which set every alpha or
+// beta gate. accordd checks --feature-gates as etcd does (an unknown gate
+// or a value that is not a bool refuses to start) so that a configuration
+// written for etcd either starts or says why, but none of them changes
+// what accord does: accord has no counterpart to these etcd internals.
+var etcdFeatureGates = []string{
+	"AllAlpha", "AllBeta",
+	"StopGRPCServiceOnDefrag", "TxnModeWriteWithSharedBuffer", "InitialCorruptCheck", "CompactHashCheck",
+	"LeaseCheckpoint", "LeaseCheckpointPersist", "SetMemberLocalAddr", "FastLeaseKeepAlive", "PriorityRequest",
+}
+
+// parseFeatureGates parses --feature-gates (Name=bool,Name=bool) as etcd's
+// featuregate package does, and returns the settings as Name=bool.
+func parseFeatureGates(v string) ([]string, error) {
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		if part == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(part, "=")
+		k = strings.TrimSpace(k)
+		if !ok {
+			return nil, fmt.Errorf("missing bool value for %s", k)
+		}
+		b, err := strconv.ParseBool(strings.TrimSpace(val))
+		if err != nil {
+			return nil, fmt.Errorf("invalid value of %s=%s: want true or false", k, strings.TrimSpace(val))
+		}
+		if !slices.Contains(etcdFeatureGates, k) {
+			return nil, fmt.Errorf("unrecognized feature gate: %s (etcd 3.7 knows %s)", k, strings.Join(etcdFeatureGates, ", "))
+		}
+		out = append(out, fmt.Sprintf("%s=%t", k, b))
+	}
+	return out, nil
 }
 
 // envName is the environment variable that carries flag name.
@@ -137,6 +178,10 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.peerKeyFile, "peer-key-file", "", "path to the peer TLS key file")
 	fs.StringVar(&c.peerTrustedCAFile, "peer-trusted-ca-file", "", "path to the peer TLS trusted CA file (the cluster CA)")
 	fs.BoolVar(&c.peerClientCertAuth, "peer-client-cert-auth", false, "require peer client certificates (accord always does with https peer URLs)")
+	fs.BoolVar(&c.peerAutoTLS, "peer-auto-tls", false, "with https peer URLs and no --peer-cert-file/--peer-key-file: encrypt peer traffic with a generated self-signed certificate, without authenticating peers (as etcd)")
+	fs.UintVar(&c.selfSignedCertValidity, "self-signed-cert-validity", 1, "validity of the certificate --peer-auto-tls generates, in years")
+	fs.BoolVar(&c.strictReconfigCheck, "strict-reconfig-check", true, "refuse member changes that would leave too few started or reachable voters for a quorum")
+	fs.StringVar(&c.featureGates, "feature-gates", "", "etcd's feature gates (Name=true|false,...): accepted and checked as etcd does; accord has none of them, so they change nothing")
 
 	fs.UintVar(&c.electionTimeoutMS, "election-timeout", 1000, "time (in milliseconds) for an election to time out")
 	fs.UintVar(&c.heartbeatIntervalMS, "heartbeat-interval", 100, "accepted for etcd compatibility; accord derives heartbeats from --election-timeout")
@@ -271,6 +316,15 @@ func parseConfig(args, env []string) (*config, []string, error) {
 	if c.set["heartbeat-interval"] {
 		warnings = append(warnings, "--heartbeat-interval is ignored: accord derives heartbeats from --election-timeout")
 	}
+	if c.featureGates != "" {
+		gates, err := parseFeatureGates(c.featureGates)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--feature-gates: %v", err)
+		}
+		if len(gates) > 0 {
+			warnings = append(warnings, fmt.Sprintf("--feature-gates %s: accepted for etcd compatibility; accord has none of etcd's feature gates, so they change nothing", strings.Join(gates, ",")))
+		}
+	}
 	return c, warnings, nil
 }
 
@@ -296,6 +350,12 @@ type settings struct {
 
 	clientTLS  *tls.Config // for https client and metrics URLs
 	peerTLS    *tls.Config
+	// peerAutoTLS: generate (or reuse) a self-signed peer certificate in
+	// the data directory before starting (--peer-auto-tls), valid for
+	// certValidity.
+	peerAutoTLS  bool
+	certValidity time.Duration
+	warnings     []string // found by validate, logged once logging is set up
 	logLevel   string
 	logFormat  string
 	logOutput  io.Writer
@@ -521,9 +581,30 @@ func (c *config) validate() (*settings, error) {
 	if s.listenPeer.Scheme != s.advertisePeer.Scheme {
 		return nil, fmt.Errorf("--listen-peer-urls (%s) and --initial-advertise-peer-urls (%s) use different schemes", s.listenPeer, s.advertisePeer)
 	}
-	if s.listenPeer.Scheme == "https" {
+	autoTLS := c.peerAutoTLS && c.peerCertFile == "" && c.peerKeyFile == ""
+	switch {
+	case c.peerAutoTLS && s.listenPeer.Scheme != "https":
+		s.warnings = append(s.warnings, "--peer-auto-tls has no effect with http peer URLs")
+	case c.peerAutoTLS && !autoTLS:
+		s.warnings = append(s.warnings, "--peer-auto-tls is ignored: --peer-cert-file and --peer-key-file are given")
+	}
+	if s.listenPeer.Scheme == "https" && autoTLS {
+		// etcd's --peer-auto-tls: encrypted, not authenticated.
+		if c.join != "" || c.bootstrapExpect > 1 {
+			return nil, errors.New("--peer-auto-tls cannot be combined with gossip (--join, --bootstrap-expect): gossip admits a member by its certificate from the cluster CA, which self-signed certificates do not have; give --peer-cert-file, --peer-key-file and --peer-trusted-ca-file")
+		}
+		if c.selfSignedCertValidity == 0 {
+			return nil, errors.New("--self-signed-cert-validity 0: at least 1 (year)")
+		}
+		if c.peerTrustedCAFile != "" || c.peerClientCertAuth {
+			s.warnings = append(s.warnings, "--peer-trusted-ca-file and --peer-client-cert-auth are ignored with --peer-auto-tls: peers present self-signed certificates, which are not verified")
+		}
+		s.peerAutoTLS = true
+		s.certValidity = time.Duration(c.selfSignedCertValidity) * 365 * 24 * time.Hour
+		s.warnings = append(s.warnings, "--peer-auto-tls: peer traffic is encrypted with a self-signed certificate, but members do not authenticate each other: any host that reaches the peer port can take part (use --peer-trusted-ca-file with certificates from a cluster CA to prevent that)")
+	} else if s.listenPeer.Scheme == "https" {
 		if c.peerTrustedCAFile == "" {
-			return nil, errors.New("https peer URLs need --peer-trusted-ca-file (the cluster CA): accord peers always verify each other")
+			return nil, errors.New("https peer URLs need --peer-trusted-ca-file (the cluster CA): accord peers verify each other (--peer-auto-tls instead encrypts without verifying)")
 		}
 		if s.peerTLS, err = serverTLS("peer-", c.peerCertFile, c.peerKeyFile, c.peerTrustedCAFile, true); err != nil {
 			return nil, err
@@ -553,6 +634,7 @@ func (c *config) validate() (*settings, error) {
 	o.UnsafeNoFsync = c.unsafeNoFsync
 	o.QuotaBytes = c.quotaBackendBytes
 	o.AutoCompaction = accord.AutoCompaction{Period: s.compaction.period, Revisions: s.compaction.revisions}
+	o.NoStrictReconfigCheck = !c.strictReconfigCheck
 	o.Version = memberVersion
 	for _, u := range s.advertiseCli {
 		o.ClientURLs = append(o.ClientURLs, u.String())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -301,6 +302,10 @@ func TestConfigErrors(t *testing.T) {
 		{"bad join", []string{"--join=nohost"}, nil, `--join: "nohost" is not host:port`},
 		{"bad gossip key", []string{"--listen-gossip-url=127.0.0.1:2381", "--gossip-key-file=" + badKey}, nil, "want 16, 24 or 32 bytes"},
 		{"bad compaction", []string{"--auto-compaction-retention=forever"}, nil, "--auto-compaction-retention"},
+		{"unknown feature gate", []string{"--feature-gates=NoSuchGate=true"}, nil, "--feature-gates: unrecognized feature gate: NoSuchGate"},
+		{"feature gate without a value", nil, []string{"ETCD_FEATURE_GATES=StopGRPCServiceOnDefrag"}, "missing bool value for StopGRPCServiceOnDefrag"},
+		{"feature gate not a bool", []string{"--feature-gates=StopGRPCServiceOnDefrag=yes"}, nil, "invalid value of StopGRPCServiceOnDefrag=yes"},
+		{"peer auto TLS with gossip", []string{"--listen-peer-urls=https://127.0.0.1:2380", "--peer-auto-tls", "--join=127.0.0.1:2381"}, nil, "--peer-auto-tls cannot be combined with gossip"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -341,5 +346,72 @@ func TestVersionAndHelp(t *testing.T) {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("--help does not show %q", want)
 		}
+	}
+}
+
+// TestConfigEtcdToolingFlags: the flags etcd's own test tooling passes
+// (issue 17): --strict-reconfig-check (etcd's default true; false turns the
+// check off), --feature-gates (checked as etcd does, changing nothing),
+// and --peer-auto-tls (a generated certificate with https peer URLs; no
+// effect otherwise, or when certificate files are given).
+func TestConfigEtcdToolingFlags(t *testing.T) {
+	s, _ := settingsFor(t, nil, nil)
+	if s.opts.NoStrictReconfigCheck {
+		t.Error("the strict reconfiguration check is off by default")
+	}
+	s, warnings := settingsFor(t, []string{"--strict-reconfig-check=false", "--feature-gates=StopGRPCServiceOnDefrag=true,AllAlpha=false"}, nil)
+	if !s.opts.NoStrictReconfigCheck {
+		t.Error("--strict-reconfig-check=false left the check on")
+	}
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "--feature-gates StopGRPCServiceOnDefrag=true,AllAlpha=false") }) {
+		t.Errorf("warnings %q do not mention the feature gates", warnings)
+	}
+	s, _ = settingsFor(t, nil, []string{"ETCD_STRICT_RECONFIG_CHECK=false"})
+	if !s.opts.NoStrictReconfigCheck {
+		t.Error("ETCD_STRICT_RECONFIG_CHECK=false left the check on")
+	}
+
+	https := []string{"--listen-peer-urls=https://127.0.0.1:2380", "--peer-auto-tls"}
+	s, _ = settingsFor(t, https, nil)
+	if !s.peerAutoTLS || s.opts.PeerTLS != nil || s.certValidity != 365*24*time.Hour {
+		t.Errorf("https peer URLs with --peer-auto-tls: auto %v, PeerTLS %v, validity %v", s.peerAutoTLS, s.opts.PeerTLS, s.certValidity)
+	}
+	if !slices.ContainsFunc(s.warnings, func(w string) bool { return strings.Contains(w, "do not authenticate each other") }) {
+		t.Errorf("no warning that auto TLS does not authenticate peers: %q", s.warnings)
+	}
+	if s, _ = settingsFor(t, []string{"--peer-auto-tls"}, nil); s.peerAutoTLS || len(s.warnings) != 1 || !strings.Contains(s.warnings[0], "no effect with http peer URLs") {
+		t.Errorf("http peer URLs with --peer-auto-tls: auto %v, warnings %q", s.peerAutoTLS, s.warnings)
+	}
+
+	// The certificate it generates names the peer host, and is kept.
+	dir := t.TempDir()
+	conf, err := selfSignedPeerTLS(dir, []string{"127.0.0.1", "node1.example"}, time.Hour*48)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(conf.Certificates[0].Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.VerifyHostname("127.0.0.1") != nil || leaf.VerifyHostname("node1.example") != nil || !conf.InsecureSkipVerify {
+		t.Errorf("generated certificate: IPs %v, names %v, InsecureSkipVerify %v", leaf.IPAddresses, leaf.DNSNames, conf.InsecureSkipVerify)
+	}
+	if fi, err := os.Stat(filepath.Join(autoTLSDir(dir), "key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file: %v %v", fi, err)
+	}
+	again, err := selfSignedPeerTLS(dir, []string{"127.0.0.1"}, time.Hour*48)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again.Certificates[0].Certificate[0], leaf.Raw) {
+		t.Error("a second start generated a new certificate although the stored one is valid")
+	}
+	// Another host (the member moved): a new certificate.
+	moved, err := selfSignedPeerTLS(dir, []string{"127.0.0.2"}, time.Hour*48)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(moved.Certificates[0].Certificate[0], leaf.Raw) {
+		t.Error("the stored certificate was kept for a host it does not name")
 	}
 }

@@ -66,7 +66,7 @@ type daemon struct {
 // stderr says why.
 func serve(s *settings, warnings []string, stderr io.Writer) int {
 	log := newLogger(s)
-	for _, w := range warnings {
+	for _, w := range append(warnings, s.warnings...) {
 		log.Warn(w)
 	}
 
@@ -111,6 +111,14 @@ func serve(s *settings, warnings []string, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
+	if s.peerAutoTLS {
+		conf, err := selfSignedPeerTLS(s.dataDir, peerHosts(s), s.certValidity)
+		if err != nil {
+			closeAll()
+			return fail(stderr, err)
+		}
+		s.opts.PeerTLS = conf
+	}
 	if s.state == "existing" && !initialized(s.dataDir) {
 		log.Info("joining an existing cluster: asking its members for this member's ID", "name", s.name, "peers", s.opts.Peers, "advertise-peer-url", s.advertisePeer.String())
 	}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -105,4 +107,90 @@ func TestTLS(t *testing.T) {
 		t.Errorf("member list: %q", out)
 	}
 	p.stop()
+}
+
+// TestPeerAutoTLS runs three members the way etcd's test tooling starts
+// etcd with peer TLS and no certificates: https peer URLs, --peer-auto-tls
+// and --feature-gates (issue 17). Each member generates a self-signed
+// certificate in <data-dir>/fixtures/peer, speaks TLS on the peer port with
+// it, keeps it across a restart, and the three form one cluster.
+func TestPeerAutoTLS(t *testing.T) {
+	root := t.TempDir()
+	type member struct {
+		name, peer, client, dir string
+		p                       *proc
+	}
+	var ms []*member
+	var initial []string
+	for i := range 3 {
+		m := &member{name: fmt.Sprintf("n%d", i), peer: freePort(t), client: freePort(t)}
+		m.dir = filepath.Join(root, m.name)
+		ms = append(ms, m)
+		initial = append(initial, m.name+"=https://127.0.0.1:"+m.peer)
+	}
+	for _, m := range ms {
+		m.p = startProc(t, m.name, root, nil,
+			"--name="+m.name, "--data-dir="+m.dir,
+			"--listen-peer-urls=https://127.0.0.1:"+m.peer, "--initial-advertise-peer-urls=https://127.0.0.1:"+m.peer,
+			"--listen-client-urls=http://127.0.0.1:"+m.client, "--advertise-client-urls=http://127.0.0.1:"+m.client,
+			"--initial-cluster="+strings.Join(initial, ","), "--initial-cluster-state=new",
+			"--peer-auto-tls", "--feature-gates=StopGRPCServiceOnDefrag=true,TxnModeWriteWithSharedBuffer=false",
+			"--strict-reconfig-check", "--election-timeout="+testElectionMS)
+	}
+	ep := func(m *member) string { return "127.0.0.1:" + m.client }
+	waitFor(t, 30*time.Second, "the auto-TLS cluster serves a write", func() (bool, string) {
+		out, err := ctl(ep(ms[0]), "put", "k", "v")
+		return err == nil && out == "OK\n", fmt.Sprint(out, err)
+	})
+	if out := mustCtl(t, ep(ms[2]), "get", "k", "--print-value-only"); out != "v\n" {
+		t.Fatalf("get through another member printed %q", out)
+	}
+	for _, m := range ms {
+		if !strings.Contains(m.p.logs(), "--peer-auto-tls: peer traffic is encrypted") || !strings.Contains(m.p.logs(), "--feature-gates StopGRPCServiceOnDefrag=true,TxnModeWriteWithSharedBuffer=false") {
+			t.Errorf("%s did not log what --peer-auto-tls and --feature-gates do:\n%s", m.name, tail(m.p.logs(), 20))
+		}
+	}
+
+	// The peer port speaks TLS with the certificate in the data directory.
+	certPath := filepath.Join(autoTLSDir(ms[1].dir), "cert.pem")
+	stored, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(stored)
+	if block == nil {
+		t.Fatalf("%s holds no PEM certificate", certPath)
+	}
+	pki := t.TempDir()
+	writeCert(t, pki, "stranger", nil, nil, false)
+	clientCert, err := tls.LoadX509KeyPair(filepath.Join(pki, "stranger.crt"), filepath.Join(pki, "stranger.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+ms[1].peer, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{clientCert}})
+	if err != nil {
+		t.Fatalf("TLS handshake with the peer port: %v", err)
+	}
+	got := conn.ConnectionState().PeerCertificates
+	conn.Close()
+	if len(got) == 0 || !bytes.Equal(got[0].Raw, block.Bytes) {
+		t.Fatalf("the peer port presents another certificate than %s", certPath)
+	}
+	if got[0].VerifyHostname("127.0.0.1") != nil {
+		t.Errorf("the generated certificate does not name 127.0.0.1")
+	}
+
+	// A restart keeps the certificate, and the member rejoins.
+	ms[1].p.stop()
+	ms[1].p.restart()
+	waitFor(t, 30*time.Second, "the restarted member serves", func() (bool, string) {
+		out, err := ctl(ep(ms[1]), "put", "k2", "v2")
+		return err == nil && out == "OK\n", fmt.Sprint(out, err)
+	})
+	if again, err := os.ReadFile(certPath); err != nil || !bytes.Equal(again, stored) {
+		t.Errorf("the restart replaced the certificate (%v)", err)
+	}
+	for _, m := range ms {
+		m.p.stop()
+	}
 }
