@@ -363,7 +363,9 @@ func TestConfigEtcdToolingFlags(t *testing.T) {
 	if !s.opts.NoStrictReconfigCheck {
 		t.Error("--strict-reconfig-check=false left the check on")
 	}
-	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "--feature-gates StopGRPCServiceOnDefrag=true,AllAlpha=false") }) {
+	if !slices.ContainsFunc(warnings, func(w string) bool {
+		return strings.Contains(w, "--feature-gates StopGRPCServiceOnDefrag=true,AllAlpha=false")
+	}) {
 		t.Errorf("warnings %q do not mention the feature gates", warnings)
 	}
 	s, _ = settingsFor(t, nil, []string{"ETCD_STRICT_RECONFIG_CHECK=false"})
