@@ -348,18 +348,19 @@ type settings struct {
 	cluster       []member
 	pprof         bool
 
-	clientTLS *tls.Config // for https client and metrics URLs
-	peerTLS   *tls.Config
+	clientTLS  *tls.Config // for https client and metrics URLs
+	peerTLS    *tls.Config
+	logLevel   string
+	logFormat  string
+	logOutput  io.Writer
+	compaction compactionPolicy
+
 	// peerAutoTLS: generate (or reuse) a self-signed peer certificate in
 	// the data directory before starting (--peer-auto-tls), valid for
 	// certValidity.
 	peerAutoTLS  bool
 	certValidity time.Duration
 	warnings     []string // found by validate, logged once logging is set up
-	logLevel     string
-	logFormat    string
-	logOutput    io.Writer
-	compaction   compactionPolicy
 
 	opts accord.Options // Logger is set by the caller
 }
