@@ -160,7 +160,9 @@ func (s *Store) memberByAddr(addr string) (string, error) {
 // Options.Peers naming current members, and it takes that ID. A learner
 // (asLearner) receives the log but does not vote until PromoteMember.
 // Runs on the leader (forwarded from a follower). Errors: ErrMemberExists
-// for a peer address already in use. If the outcome is unknown
+// for a peer address already in use; for a voter, ErrNotEnoughStartedMembers
+// or ErrUnhealthy from the strict reconfiguration check
+// (Options.NoStrictReconfigCheck). If the outcome is unknown
 // (ErrUnknownOutcome), Members tells whether the member was added.
 func (s *Store) AddMember(ctx context.Context, peerAddr string, asLearner bool) (*Member, error) {
 	if peerAddr == "" {
@@ -195,7 +197,10 @@ func (s *Store) addMemberLocal(ctx context.Context, peerAddr string, asLearner b
 
 // RemoveMember removes a member from the cluster; the removed node stops
 // taking part. Runs on the leader (forwarded from a follower); a leader
-// removing itself steps down. Errors: ErrMemberNotFound.
+// removing itself steps down. Errors: ErrMemberNotFound;
+// ErrNotEnoughStartedMembers for the last voter; for a voter,
+// ErrNotEnoughStartedMembers or ErrUnhealthy from the strict
+// reconfiguration check (Options.NoStrictReconfigCheck).
 func (s *Store) RemoveMember(ctx context.Context, id string) error {
 	if _, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCMemberRemove, MemberID: id}); err != nil {
 		return fmt.Errorf("accord: remove member %s: %w", id, err)
@@ -379,7 +384,8 @@ func (s *Store) mayPromote(ctx context.Context, id string) error {
 }
 
 // PromoteMember makes a learner a voter. Runs on the leader (forwarded
-// from a follower).
+// from a follower). Errors: ErrMemberNotFound; ErrNotEnoughStartedMembers
+// from the strict reconfiguration check (Options.NoStrictReconfigCheck).
 func (s *Store) PromoteMember(ctx context.Context, id string) error {
 	if _, err := s.onLeader(ctx, &wire.Request{Type: wire.RPCMemberPromote, MemberID: id}); err != nil {
 		return fmt.Errorf("accord: promote member %s: %w", id, err)

@@ -224,8 +224,10 @@ func WithProgressNotify() OpOption { return func(op *Op) { op.progressNotify = t
 // WithProgressRequests lets the caller ask a watch how current it is: after
 // each receive from ch, the watch sends a progress notification (a response
 // without events) as soon as it has delivered every event up to the
-// current revision, carrying that revision. Requests that arrive while one
-// is pending are answered together. A server that multiplexes watches on
+// current revision, carrying that revision (never below rev-1 for a watch
+// started WithRev(rev): on a member that is behind, the answer waits until
+// it has caught up). Requests that arrive while one is pending are
+// answered together. A server that multiplexes watches on
 // one stream (etcd's RequestProgress) combines the answers of its watches.
 func WithProgressRequests(ch <-chan struct{}) OpOption {
 	return func(op *Op) { op.progressReq = ch }
