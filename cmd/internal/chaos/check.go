@@ -35,6 +35,9 @@ func (r *run) check(watchers []*watcher, members []*node) {
 	for _, w := range watchers {
 		complete := w.node == nil || slices.Contains(members, w.node)
 		rep.WatchEvents += w.check(h, complete, rep)
+		w.mu.Lock()
+		rep.WatchProgress += len(w.progress)
+		w.mu.Unlock()
 		if complete && w.node != nil && w.last() >= h.last {
 			w.node.mu.Lock()
 			rep.WatchResumes += w.node.starts - 1

@@ -40,6 +40,7 @@ type Report struct {
 	OpsChecked       int                 // operations that went into a check (porcupine, the committed history, the final state)
 	WatchEvents      int                 // watch events compared with the committed history
 	WatchResumes     int                 // watches seen to resume after their member was killed, paused or partitioned
+	WatchProgress    int                 // progress notifications checked (periodic and requested)
 	Faults           map[string]int      // faults injected, by kind
 	Kills            int                 // SIGKILLs delivered (all kinds)
 	Restarts         int                 // processes restarted (each came back serving or is a violation)
@@ -118,6 +119,7 @@ func (r *Report) Add(o *Report) {
 	r.OpsChecked += o.OpsChecked
 	r.WatchEvents += o.WatchEvents
 	r.WatchResumes += o.WatchResumes
+	r.WatchProgress += o.WatchProgress
 	if r.Faults == nil {
 		r.Faults = map[string]int{}
 	}
@@ -169,7 +171,7 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "                      %s\n", s)
 	}
 	if r.WatchEvents > 0 || r.WatchResumes > 0 {
-		fmt.Fprintf(w, "watch events:       %d compared with the committed history; %d resumptions after the serving member failed\n", r.WatchEvents, r.WatchResumes)
+		fmt.Fprintf(w, "watch events:       %d compared with the committed history; %d resumptions after the serving member failed; %d progress notifications checked\n", r.WatchEvents, r.WatchResumes, r.WatchProgress)
 	}
 	nf := 0
 	var fs []string
