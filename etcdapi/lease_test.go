@@ -553,7 +553,11 @@ func TestWriteHeadersCarryAppliedRevision(t *testing.T) {
 	defer func() { stop(); wg.Wait() }()
 	ackedNow := func() int64 { mu.Lock(); defer mu.Unlock(); return acked }
 
-	for i := range 25 {
+	// Revoke's header was wrong every time; Grant's and Compact's only when
+	// the follower has not applied the busy writer's latest write when it
+	// answers, in a few percent of the rounds: 500 rounds caught both in 8
+	// of 8 runs each (25 rounds caught each in 1 of 3).
+	for i := range 500 {
 		before := ackedNow()
 		g, err := cli.Grant(ctx, 60)
 		if err != nil {
