@@ -351,3 +351,80 @@ func TestStrictReconfigCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestStrictReconfigCheckUnstartedMember: a voter that was added (etcd's
+// "member add" before the member runs) and never started does not count as
+// started. On a 2-member cluster with such a third voter, the strict
+// reconfiguration check refuses to add another voter or to remove a
+// started one, with etcd's "re-configuration failed due to not enough
+// started members": either would leave fewer started voters than a quorum
+// (3 of 4; 2 of 2 with one of them unstarted). Removing the unstarted voter
+// goes through, and with the check off the voter is added.
+func TestStrictReconfigCheckUnstartedMember(t *testing.T) {
+	for _, strict := range []bool{true, false} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			c := newAPICluster(t, 2, func(_ int, o *accord.Options, _ *Options) { o.NoStrictReconfigCheck = !strict })
+			leader := c.leaderNode()
+			var follower *apiNode
+			for _, nd := range c.nodes {
+				if nd != leader {
+					follower = nd
+				}
+			}
+			cli := newClient(t, leader.Endpoint())
+			raw := etcdserverpb.NewClusterClient(cli.ActiveConnection())
+			ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
+			defer cancel()
+			eventually(t, 10*time.Second, "both members to publish their names", func() error {
+				l, err := cli.MemberList(ctx)
+				if err != nil {
+					return err
+				}
+				for _, m := range l.Members {
+					if m.Name == "" {
+						return fmt.Errorf("member %x unstarted", m.ID)
+					}
+				}
+				return nil
+			})
+			// Two of two voters started: a third may be added. It never runs.
+			var unstarted *etcdserverpb.MemberAddResponse
+			if err := retryTransient(func() (err error) {
+				unstarted, err = raw.MemberAdd(ctx, &etcdserverpb.MemberAddRequest{PeerURLs: []string{"http://" + freePort(t)}})
+				return err
+			}); err != nil {
+				t.Fatalf("add a voter to two started ones: %v", err)
+			}
+
+			addVoter := func() error {
+				_, err := raw.MemberAdd(ctx, &etcdserverpb.MemberAddRequest{PeerURLs: []string{"http://" + freePort(t)}})
+				return err
+			}
+			remove := func(id uint64) error {
+				_, err := raw.MemberRemove(ctx, &etcdserverpb.MemberRemoveRequest{ID: id})
+				return err
+			}
+			if !strict {
+				// 2 of 4 voters live: the new configuration cannot commit,
+				// the addition included, so it does not come back in time.
+				if err := addVoter(); err != nil && !transientErr(err) {
+					t.Fatalf("add a voter with the check off: %v, want it proposed", err)
+				}
+				if ms, err := leader.Store().Members(ctx, accord.WithSerializable()); err != nil || len(ms) != 4 {
+					t.Fatalf("with the check off, the leader lists %d members (%v), want the fourth proposed", len(ms), err)
+				}
+				return
+			}
+			wantErr(t, "add a fourth voter with 2 of 3 started", rpctypes.ErrGRPCMemberNotEnoughStarted, addVoter)
+			wantErr(t, "remove a started voter with the third unstarted", rpctypes.ErrGRPCMemberNotEnoughStarted, func() error {
+				return remove(MemberID(follower.Store().NodeID()))
+			})
+			if l, err := cli.MemberList(ctx); err != nil || len(l.Members) != 3 {
+				t.Fatalf("member list after the refused changes: %+v %v", l, err)
+			}
+			if err := retryTransient(func() error { return remove(unstarted.Member.ID) }); err != nil {
+				t.Fatalf("remove the unstarted voter: %v", err)
+			}
+		})
+	}
+}
