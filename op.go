@@ -218,7 +218,10 @@ func WithIgnoreLease() OpOption { return func(op *Op) { op.ignoreLease = true } 
 // progress notification never carries a revision below the last one the
 // watch delivered, nor below rev-1 for a watch started WithRev(rev): on a
 // member that has not applied that far yet, the watch stays silent until it
-// has (etcd skips progress for such watches too).
+// has. etcd (since its issue 20221) waits one revision longer, until its
+// store reaches rev itself; accord already reports rev-1, which the client
+// has seen, so that a watch resumed at the current revision + 1 hears of
+// its progress before the next write.
 func WithProgressNotify() OpOption { return func(op *Op) { op.progressNotify = true } }
 
 // WithProgressRequests lets the caller ask a watch how current it is: after
