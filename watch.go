@@ -149,8 +149,6 @@ func (h *watchHub) publish(batch []revEvents) {
 	h.lastPub = last
 }
 
-// reset is called after the keyspace was replaced by a snapshot: every
-// watcher re-reads from history (or learns it was compacted).
 // count returns the number of registered watchers.
 func (h *watchHub) count() int {
 	h.mu.Lock()
@@ -158,6 +156,8 @@ func (h *watchHub) count() int {
 	return len(h.watchers)
 }
 
+// reset is called after the keyspace was replaced by a snapshot: every
+// watcher re-reads from history (or learns it was compacted).
 func (h *watchHub) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
