@@ -266,9 +266,21 @@ func (s *Store) probeVoters(ctx context.Context, conf raft.Configuration) voterH
 			continue
 		}
 		wg.Go(func() {
-			resp, err := s.peer.call(ctx, string(srv.Address), &wire.Request{Type: wire.RPCStatus, From: s.id})
-			if err == nil && resp.Status != nil && resp.Status.NodeID == id {
-				answered <- id
+			// A status request is safe to repeat: one that failed after it
+			// was sent most likely went out on a pooled connection that the
+			// peer closed (it restarted, or was cut off and healed), and the
+			// next one dials afresh. A peer that refuses the dial is down.
+			for attempt := 0; attempt < 3; attempt++ {
+				resp, err := s.peer.call(ctx, string(srv.Address), &wire.Request{Type: wire.RPCStatus, From: s.id})
+				if err == nil {
+					if resp.Status != nil && resp.Status.NodeID == id {
+						answered <- id
+					}
+					return
+				}
+				if errors.Is(err, errNotSent) || ctx.Err() != nil {
+					return
+				}
 			}
 		})
 	}

@@ -151,3 +151,80 @@ func TestPeerServerClosesTruncatedFrame(t *testing.T) {
 		t.Fatal("the member answered a truncated request frame")
 	}
 }
+
+// TestStrictCheckAfterStalePeerConnections: the strict reconfiguration
+// check asks every voter for its status; when the leader's idle
+// connections to a live voter were all closed by that voter (it restarted,
+// or was cut off and healed), the check dials afresh instead of counting
+// the voter unreachable and refusing the change with ErrUnhealthy (seen in
+// TestRemovedMemberStops under load: status answered EOF).
+func TestStrictCheckAfterStalePeerConnections(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	l := c.leader()
+	var followers []*testNode
+	for _, nd := range c.running() {
+		if nd != l {
+			followers = append(followers, nd)
+		}
+	}
+	keep, drop := followers[0], followers[1]
+	// A write of this leader's term committed: the cluster is settled.
+	if _, err := putSettled(ctx, l.store(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Idle connections whose far end is closed: more than the check tries.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var stale []*rpcConn
+	for range 2 * rpcIdlePerPeer {
+		cc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.Close()
+		stale = append(stale, &rpcConn{c: cc, r: bufio.NewReader(cc)})
+	}
+	addr := keep.store().PeerAddr()
+	lp := l.store().peer
+	lp.mu.Lock()
+	old := lp.idle[addr]
+	lp.idle[addr] = stale[:rpcIdlePerPeer]
+	lp.mu.Unlock()
+	for _, rc := range old {
+		rc.c.Close()
+	}
+	for _, rc := range stale[rpcIdlePerPeer:] {
+		rc.c.Close()
+	}
+
+	// Removing a live voter of three needs both others reachable.
+	err = l.store().RemoveMember(ctx, drop.store().NodeID())
+	if errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrNotEnoughStartedMembers) {
+		t.Fatalf("remove a live voter with every voter up, after the leader's connections to %s went stale: %v", keep.store().NodeID(), err)
+	}
+	if err != nil && !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatal(err)
+	}
+	// The check let it through; a leader change during the change itself
+	// leaves its outcome unknown, and the configuration tells.
+	eventually(t, 20*time.Second, "the removed member to leave the configuration", func() error {
+		conf, err := keep.store().configuration()
+		if err != nil {
+			return err
+		}
+		if _, ok := serverOf(conf, drop.store().NodeID()); ok {
+			return errors.New("still a member")
+		}
+		return nil
+	})
+}

@@ -523,6 +523,12 @@ func (t *peerTransport) call(ctx context.Context, addr string, req *wire.Request
 	}
 	if !stop() || err != nil {
 		rc.c.Close()
+		if ctx.Err() == nil {
+			// The connection broke under us: the idle ones to the same peer
+			// date from before and are likely broken too (the peer
+			// restarted, or closed them when cut off). The next call dials.
+			t.dropIdle(addr)
+		}
 		if err == nil || ctx.Err() != nil {
 			err = context.Cause(ctx) // the caller's ctx error, or errRPCTimeout
 		}
@@ -551,6 +557,17 @@ func (t *peerTransport) getConn(ctx context.Context, addr string) (*rpcConn, err
 		return nil, err
 	}
 	return &rpcConn{c: c, r: bufio.NewReader(c)}, nil
+}
+
+// dropIdle closes the idle connections to addr.
+func (t *peerTransport) dropIdle(addr string) {
+	t.mu.Lock()
+	pool := t.idle[addr]
+	delete(t.idle, addr)
+	t.mu.Unlock()
+	for _, rc := range pool {
+		rc.c.Close() // not under t.mu: closing untracks, which takes it
+	}
 }
 
 func (t *peerTransport) putConn(addr string, rc *rpcConn) {
