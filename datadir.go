@@ -230,44 +230,46 @@ func readTerm(path string, db *raftboltdb.BoltStore) (uint64, error) {
 	return term, nil
 }
 
-// openRaftState checks and opens the raft state of dir: raft.db (stable
-// store) and raft-log/ (log). A format-1 directory's log is moved out of
-// raft.db first. It returns the latest configuration in the log, if any.
-// Nothing is changed in a directory it refuses, except that a torn tail of
-// the log (the last batch, which a crash cut short, never acknowledged) is
-// zeroed, and a suffix delete a crash interrupted is finished.
-func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *raftlog.Log, stable *raftboltdb.BoltStore, conf *raft.Configuration, err error) {
+// openRaftState checks the raft state of dir, raft.db (stable store, read
+// only) and raft-log/ (log), and opens the log. A format-1 directory's log
+// is moved out of raft.db first. It returns the latest configuration in the
+// log, if any, and what it learnt of raft.db, for openStable. Nothing is
+// changed in a directory it refuses, except that a torn tail of the log
+// (the last batch, which a crash cut short, never acknowledged) is zeroed,
+// and a suffix delete a crash interrupted is finished. raft.db is not
+// opened for writing here: bbolt commits a transaction when raft-boltdb
+// opens it, and Open may still refuse the directory for kv.db (openKV).
+func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *raftlog.Log, conf *raft.Configuration, st boltState, err error) {
 	dbPath := filepath.Join(dir, raftDBName)
 	logPath := filepath.Join(dir, raftLogDir)
-	var st boltState
 	if fi, err := os.Stat(dbPath); err == nil && fi.Size() > 0 {
 		if st, err = checkBolt(dbPath, snap, m.Initialized, m.Format < 2); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, st, err
 		}
 	} else if m.Initialized {
 		reason := "raft.db is missing or empty but this directory had raft state"
 		if snap != nil {
 			reason = "raft.db is missing or empty next to existing snapshots"
 		}
-		return nil, nil, nil, &CorruptError{Path: dbPath, Reason: reason}
+		return nil, nil, st, &CorruptError{Path: dbPath, Reason: reason}
 	}
 	if m.Format < 2 {
 		// Whatever raft-log/ holds is an earlier migration that did not
 		// finish (the manifest still says 1): raft.db has every entry.
 		if err := migrateLog(dbPath, logPath, st.hasLogs, o); err != nil {
-			return nil, nil, nil, fmt.Errorf("accord: moving the raft log out of %s: %w", dbPath, err)
+			return nil, nil, st, fmt.Errorf("accord: moving the raft log out of %s: %w", dbPath, err)
 		}
 		m.Format = 2
 		if err := writeManifest(dir, m); err != nil {
-			return nil, nil, nil, fmt.Errorf("accord: open: %w", err)
+			return nil, nil, st, fmt.Errorf("accord: open: %w", err)
 		}
 		o.Logger.Info("raft log moved to its own directory (data directory format 2)", "from", dbPath, "to", logPath)
 	} else if _, err := os.Stat(logPath); err != nil && m.Initialized {
-		return nil, nil, nil, &CorruptError{Path: logPath, Reason: "raft log directory is missing but this directory had raft state", Err: err}
+		return nil, nil, st, &CorruptError{Path: logPath, Reason: "raft log directory is missing but this directory had raft state", Err: err}
 	}
 	opened, err := raftlog.Open(logPath, o.raftLogOptions())
 	if err != nil {
-		return nil, nil, nil, logError(logPath, err)
+		return nil, nil, st, logError(logPath, err)
 	}
 	defer func() {
 		if err != nil {
@@ -281,10 +283,19 @@ func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *r
 		o.Logger.Warn("raft log: zeroed the torn tail of a write a crash cut short (its last batch, never acknowledged)", "segment", r.Path, "offset", r.Offset, "bytes", r.Bytes, "entries", r.Entries)
 	}
 	if conf, err = checkLog(logPath, logs, st.term, snap, m.Initialized); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, st, err
 	}
-	if stable, err = openBolt(dbPath, o); err != nil {
-		return nil, nil, nil, err
+	return logs, conf, st, nil
+}
+
+// openStable opens raft.db (checked by openRaftState) for raft, removing
+// the log entries a format-1 directory kept there once they are in
+// raft-log/.
+func openStable(dir string, st boltState, o *Options) (*raftboltdb.BoltStore, error) {
+	dbPath := filepath.Join(dir, raftDBName)
+	stable, err := openBolt(dbPath, o)
+	if err != nil {
+		return nil, err
 	}
 	if st.hasLogs {
 		// Format 1's entries, now in raft-log/.
@@ -295,10 +306,10 @@ func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *r
 		}
 		if err != nil {
 			stable.Close()
-			return nil, nil, nil, fmt.Errorf("accord: removing moved log entries from %s: %w", dbPath, err)
+			return nil, fmt.Errorf("accord: removing moved log entries from %s: %w", dbPath, err)
 		}
 	}
-	return logs, stable, conf, nil
+	return stable, nil
 }
 
 // logError turns raftlog's damage reports into ErrCorrupt.
@@ -1062,10 +1073,16 @@ func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvSt
 		if err := finishInstall(install, bo); err != nil {
 			return nil, nil, err
 		}
+		if err := crashPoint(dir, crashInstallFinished); err != nil {
+			return nil, nil, err
+		}
 		if err := os.Rename(install, path); err != nil {
 			return nil, nil, err
 		}
 		if err := syncDir(dir); err != nil {
+			return nil, nil, err
+		}
+		if err := crashPoint(dir, crashInstallRenamed); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -1110,7 +1127,7 @@ func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvSt
 		return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("holds raft entries up to %d, older than the newest snapshot (%d): acknowledged writes would be missing", st.index, snapIndex)}
 	}
 	if snap != nil && (snap.missing || snap.stale) {
-		if err := rewriteAsMarker(snap.dir, snapIndex, bo.noSync); err != nil {
+		if err := rewriteAsMarker(dir, snap.dir, snapIndex, bo.noSync); err != nil {
 			be.close()
 			return nil, nil, err
 		}
@@ -1166,11 +1183,43 @@ func installSnapshotData(dir string, snap *snapInfo, bo *backendOptions) error {
 			return err
 		}
 	}
+	if err := crashPoint(dir, crashInstallBuilt); err != nil {
+		return err
+	}
 	if err := finishInstall(install, bo); err != nil {
+		return err
+	}
+	if err := crashPoint(dir, crashInstallFinished); err != nil {
 		return err
 	}
 	if err := os.Rename(install, filepath.Join(dir, kvDBName)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	return crashPoint(dir, crashInstallRenamed)
+}
+
+// Points in Open's migration and snapshot install where tests stop it, as
+// a crash would (crashPoint). Each leaves the directory as the crash
+// would; the next Open must finish the work.
+const (
+	crashInstallBuilt    = "kv.db.install built"       // the snapshot's data is kv.db.install
+	crashInstallFinished = "kv.db.install finished"    // ...checked and stamped with this cluster
+	crashInstallRenamed  = "kv.db.install renamed"     // ...renamed to kv.db; the snapshot still holds its data
+	crashMarkerState     = "snapshot marker state.bin" // the snapshot's state.bin is a marker, its meta.json not yet
+	crashMarkerMeta      = "snapshot marker meta.json" // both rewritten; the manifest still says the old format
+	crashManifest        = "manifest says format 3"    // the migration is done
+)
+
+// testCrashHook, set by tests only, is called at each crash point with the
+// data directory; an error it returns stops Open there.
+var testCrashHook atomic.Pointer[func(dir, point string) error]
+
+func crashPoint(dir, point string) error {
+	if h := testCrashHook.Load(); h != nil {
+		return (*h)(dir, point)
+	}
+	return nil
 }

@@ -176,7 +176,7 @@ func findStored(rc io.ReadCloser) (*storedSnapshot, bool) {
 // rewriteAsMarker replaces a stored snapshot's data with the marker, and
 // its metadata's size and checksum with the marker's, once kv.db holds the
 // snapshot (its data was swapped in, or kv.db is already past it).
-func rewriteAsMarker(snapDir string, index uint64, noSync bool) error {
+func rewriteAsMarker(dir, snapDir string, index uint64, noSync bool) error {
 	metaPath := filepath.Join(snapDir, "meta.json")
 	b, err := os.ReadFile(metaPath)
 	if err != nil {
@@ -202,7 +202,13 @@ func rewriteAsMarker(snapDir string, index uint64, noSync bool) error {
 	if err := writeFileMaybeSync(filepath.Join(snapDir, "state.bin"), marker, noSync); err != nil {
 		return err
 	}
-	return writeFileMaybeSync(metaPath, mb, noSync)
+	if err := crashPoint(dir, crashMarkerState); err != nil {
+		return err
+	}
+	if err := writeFileMaybeSync(metaPath, mb, noSync); err != nil {
+		return err
+	}
+	return crashPoint(dir, crashMarkerMeta)
 }
 
 func writeFileMaybeSync(path string, data []byte, noSync bool) error {
@@ -386,7 +392,7 @@ func (f *fsm) swapIn(install, snapDir string, index uint64) error {
 		return err
 	}
 	if snapDir != "" {
-		if err := rewriteAsMarker(snapDir, index, f.bo.noSync); err != nil {
+		if err := rewriteAsMarker(f.dir, snapDir, index, f.bo.noSync); err != nil {
 			return err
 		}
 	}

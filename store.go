@@ -126,14 +126,13 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	}
 	sm := newStoreMetrics()
 	o.onLogSync = sm.walFsync.observe
-	logs, stable, latestConf, err := openRaftState(dir, m, snap, &o)
+	logs, latestConf, boltSt, err := openRaftState(dir, m, snap, &o)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			logs.Close()
-			stable.Close()
 		}
 	}()
 	ks := newKeyspace()
@@ -146,11 +145,24 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			be.close()
 		}
 	}()
+	// raft.db last: opening it for writing changes it (openRaftState).
+	stable, err := openStable(dir, boltSt, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			stable.Close()
+		}
+	}()
 	if m.Format < formatVersion {
 		o.Logger.Info("keyspace moved out of memory into kv.db (data directory format 3)", "node", m.NodeID, "index", kvState.index)
 		m.Format = formatVersion
 		if err := writeManifest(dir, m); err != nil {
 			return nil, fmt.Errorf("accord: open: %w", err)
+		}
+		if err := crashPoint(dir, crashManifest); err != nil {
+			return nil, err
 		}
 	}
 	fss, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
