@@ -1055,11 +1055,13 @@ func (rs *raftStore) GetUint64(k []byte) (v uint64, err error) {
 // whatever a crash interrupted: a snapshot swap (kv.db.install), a
 // migration from format 2 (kv.db built from the newest ACCORDSNAP
 // snapshot), a restore whose marker was not yet written. The rule it keeps:
-// kv.db must hold at least every entry of the newest snapshot, because
-// raft's log may have been trimmed up to it. A kv.db that does not, or is
-// missing while a snapshot says the data is kv.db, is refused. Without a
+// kv.db must hold every entry up to the newest snapshot, because raft
+// replays only the entries after it, and its log may have been trimmed up
+// to it. kv.db may lag behind the snapshot (or be missing) only if the raft
+// log still holds every entry in between (covers): Open then applies them
+// before raft starts (replayToSnapshot). Otherwise it is refused. Without a
 // snapshot, a missing kv.db is created empty: raft replays the whole log.
-func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvState, *backend, error) {
+func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions, covers func(from, to uint64) error) (*kvState, *backend, error) {
 	path := filepath.Join(dir, kvDBName)
 	for _, left := range []string{path + kvDBTmpSuffix, path + kvDBDefragSuffix, path + kvDBInstallName[len(kvDBName):] + kvDBTmpSuffix} {
 		// A file a crash left half made (the original is intact).
@@ -1110,21 +1112,27 @@ func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvSt
 		snap.kind = stateMarker
 		snap.stale = true
 	}
-	if snap == nil && !exists() {
+	if !exists() {
+		if snap != nil {
+			if err := covers(1, snapIndex); err != nil {
+				return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("missing: the newest snapshot (index %d) says the state is kept there, and the raft log cannot rebuild it (%v)", snapIndex, err)}
+			}
+			bo.log.Warn("kv.db is missing; rebuilding it from the raft log, which holds every entry", "snapshot_index", snapIndex)
+		}
 		if err := createKVFile(path, bo); err != nil {
 			return nil, nil, err
 		}
-	}
-	if !exists() {
-		return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("missing: the newest snapshot (index %d) says the state is kept there", snapIndex)}
 	}
 	nks, st, be, err := openKeyspace(path, &ks.mu, bo)
 	if err != nil {
 		return nil, nil, err
 	}
 	if st.index < snapIndex {
-		be.close()
-		return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("holds raft entries up to %d, older than the newest snapshot (%d): acknowledged writes would be missing", st.index, snapIndex)}
+		if err := covers(st.index+1, snapIndex); err != nil {
+			be.close()
+			return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("holds raft entries up to %d, older than the newest snapshot (%d), and the raft log does not hold those in between (%v): acknowledged writes would be missing", st.index, snapIndex, err)}
+		}
+		bo.log.Warn("kv.db is behind the newest snapshot; applying the entries in between from the raft log", "kv_index", st.index, "snapshot_index", snapIndex)
 	}
 	if snap != nil && (snap.missing || snap.stale) {
 		if err := rewriteAsMarker(dir, snap.dir, snapIndex, bo.noSync); err != nil {
@@ -1134,6 +1142,45 @@ func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvSt
 	}
 	ks.adopt(nks)
 	return st, be, nil
+}
+
+// logHolds reports whether the raft log holds every entry from from to to.
+func logHolds(logs raft.LogStore, from, to uint64) error {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return err
+	}
+	if first == 0 || first > from {
+		return fmt.Errorf("it starts at index %d, not %d", first, from)
+	}
+	var l raft.Log
+	for i := from; i <= to; i++ {
+		if err := logs.GetLog(i, &l); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// replayToSnapshot applies the log entries from from to to (the newest
+// snapshot's index; all committed) to a kv.db that lags behind them,
+// before raft starts: raft replays only the entries after its snapshot.
+func replayToSnapshot(f *fsm, logs raft.LogStore, from, to uint64) error {
+	const batch = 256
+	var pending []*raft.Log
+	for i := from; i <= to; i++ {
+		l := new(raft.Log)
+		if err := logs.GetLog(i, l); err != nil {
+			return &CorruptError{Path: raftLogDir, Reason: fmt.Sprintf("log entry %d unreadable while bringing kv.db up to the snapshot", i), Err: err}
+		}
+		pending = append(pending, l)
+		if len(pending) == batch || i == to {
+			f.ApplyBatch(pending)
+			pending = pending[:0]
+		}
+	}
+	f.log.Info("kv.db brought up to the newest snapshot from the raft log", "from", from, "to", to)
+	return nil
 }
 
 // peekKV returns the raft index kv.db at path holds.

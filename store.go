@@ -136,7 +136,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 		}
 	}()
 	ks := newKeyspace()
-	kvState, be, err := openKV(dir, snap, ks, o.backendOptions(o.Logger.With("node", m.NodeID)))
+	kvState, be, err := openKV(dir, snap, ks, o.backendOptions(o.Logger.With("node", m.NodeID)), func(from, to uint64) error { return logHolds(logs, from, to) })
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +223,12 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.fsm = newFSM(s.log, ks, kvState, s.hub, s.lessor, dir, o.backendOptions(s.log))
 	snaps.live = s.liveSnapshot
 	be.start()
+	if snap != nil && kvState.index < snap.meta.Index {
+		// openKV found the entries in the log.
+		if err := replayToSnapshot(s.fsm, logs, kvState.index+1, snap.meta.Index); err != nil {
+			return nil, err
+		}
+	}
 
 	self := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.NodeID), Address: addr}
 	if !m.Initialized {
