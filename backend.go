@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
@@ -79,6 +80,7 @@ var (
 	metaFinishedCompact  = []byte(schema.MetaFinishedCompactKey)
 	metaStorageVersion   = []byte(schema.MetaStorageVersionKey)
 	metaCluster          = []byte("accord_cluster") // the cluster name, as the manifest holds it
+	metaNode             = []byte("accord_node")    // the ID of the node whose data directory holds the file
 
 	// storageVersion is what etcd 3.6+ reads to decide the schema of a
 	// file; accord writes the layout of etcd 3.6 (the newest schema change).
@@ -182,6 +184,7 @@ func (r revision) less(o revision) bool {
 type backendOptions struct {
 	noSync      bool
 	clusterName string
+	nodeID      string // recorded in the file, and checked ("": neither)
 	quota       int64
 	log         *slog.Logger
 }
@@ -215,6 +218,11 @@ func openKVBolt(path string, o *backendOptions) (db *bbolt.DB, err error) {
 	if fi.Size() == 0 {
 		return nil, &CorruptError{Path: path, Reason: "empty file"}
 	}
+	// bbolt trusts the file's length: a file cut short faults on the first
+	// read of a missing page, which can be in Open (the freelist).
+	if need, ok := boltHighWaterMark(path); ok && fi.Size() < need {
+		return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("file is %d bytes, its meta page says %d: truncated", fi.Size(), need)}
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			err = &CorruptError{Path: path, Reason: "cannot open bolt database", Err: fmt.Errorf("%v", p)}
@@ -229,8 +237,7 @@ func openKVBolt(path string, o *backendOptions) (db *bbolt.DB, err error) {
 	if err != nil {
 		return nil, &CorruptError{Path: path, Reason: "cannot open bolt database", Err: err}
 	}
-	// bbolt trusts the file's length: a file cut short would fault on the
-	// first read of a missing page.
+	// The meta page bbolt chose, checked again.
 	var need int64
 	_ = db.View(func(tx *bbolt.Tx) error { need = tx.Size(); return nil })
 	if fi.Size() < need {
@@ -238,6 +245,48 @@ func openKVBolt(path string, o *backendOptions) (db *bbolt.DB, err error) {
 		return nil, &CorruptError{Path: path, Reason: fmt.Sprintf("file is %d bytes, its meta page says %d: truncated", fi.Size(), need)}
 	}
 	return db, nil
+}
+
+// boltHighWaterMark reads the bolt file's meta pages and returns the size
+// the newest valid one says the file has at least (its high water mark);
+// ok is false if neither is valid (bbolt.Open then refuses the file).
+// bbolt's meta page: a 16-byte page header, then magic, version, page
+// size, flags, root bucket (page, sequence), freelist page, high water
+// mark, txid, and the FNV-64a checksum of all that.
+func boltHighWaterMark(path string) (need int64, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	var txid uint64
+	for off := int64(0); ; {
+		m := make([]byte, 16+64)
+		if _, err := f.ReadAt(m, off); err != nil {
+			return need, ok
+		}
+		m = m[16:]
+		h := fnv.New64a()
+		h.Write(m[:56])
+		pageSize := int64(binary.NativeEndian.Uint32(m[8:]))
+		if binary.NativeEndian.Uint32(m) == 0xED0CDAED && binary.NativeEndian.Uint64(m[56:]) == h.Sum64() && pageSize >= 512 {
+			if id := binary.NativeEndian.Uint64(m[48:]); !ok || id > txid {
+				hwm := binary.NativeEndian.Uint64(m[40:])
+				txid, need, ok = id, int64(min(hwm, 1<<40))*pageSize, true
+			}
+			if off > 0 {
+				return need, ok
+			}
+			off = pageSize // meta page 1
+			continue
+		}
+		if off > 0 {
+			return need, ok
+		}
+		// Meta page 0 damaged: page 1 is at the page size, which only
+		// page 0 says; bbolt tries the OS page size.
+		off = int64(os.Getpagesize())
+	}
 }
 
 // createKVFile creates an empty kv.db at path (through a temporary file,
@@ -259,7 +308,7 @@ func buildKVFile(path string, o *backendOptions, fill func(tx *bbolt.Tx) error) 
 		return err
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		if err := initBuckets(tx, o.clusterName); err != nil {
+		if err := initBuckets(tx, o); err != nil {
 			return err
 		}
 		return fill(tx)
@@ -283,7 +332,12 @@ func buildKVFile(path string, o *backendOptions, fill func(tx *bbolt.Tx) error) 
 	return nil
 }
 
-func initBuckets(tx *bbolt.Tx, clusterName string) error {
+// initBuckets creates the buckets kv.db needs and records the cluster and
+// node it belongs to: a file of another node, even of the same cluster,
+// holds another history up to another index, and one found in this
+// node's directory is refused (openKeyspace). A snapshot installed from
+// the leader becomes this node's own here (finishInstall).
+func initBuckets(tx *bbolt.Tx, o *backendOptions) error {
 	for _, b := range [][]byte{bucketKey, bucketMeta, bucketLease, bucketAlarm, bucketMembers} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
@@ -295,7 +349,12 @@ func initBuckets(tx *bbolt.Tx, clusterName string) error {
 			return err
 		}
 	}
-	return meta.Put(metaCluster, []byte(clusterName))
+	if o.nodeID != "" {
+		if err := meta.Put(metaNode, []byte(o.nodeID)); err != nil {
+			return err
+		}
+	}
+	return meta.Put(metaCluster, []byte(o.clusterName))
 }
 
 // newBackend wraps an open kv.db. The caller has loaded its state
@@ -830,6 +889,7 @@ type kvState struct {
 	scheduledCompact int64
 	finishedCompact  int64
 	cluster          string
+	node             string // the node it belongs to ("" in a file written before nodes were recorded)
 	leases           []leaseRecord
 	alarms           []Alarm
 	members          map[string]memberAttrs
@@ -895,6 +955,7 @@ func loadKV(path string, db *bbolt.DB) (ks *keyspace, st *kvState, err error) {
 			return err
 		}
 		st.cluster = string(meta.Get(metaCluster))
+		st.node = string(meta.Get(metaNode))
 		if b := tx.Bucket(bucketLease); b != nil {
 			if err := b.ForEach(func(k, v []byte) error {
 				l, err := decodeLeaseRecord(v)

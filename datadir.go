@@ -230,44 +230,46 @@ func readTerm(path string, db *raftboltdb.BoltStore) (uint64, error) {
 	return term, nil
 }
 
-// openRaftState checks and opens the raft state of dir: raft.db (stable
-// store) and raft-log/ (log). A format-1 directory's log is moved out of
-// raft.db first. It returns the latest configuration in the log, if any.
-// Nothing is changed in a directory it refuses, except that a torn tail of
-// the log (the last batch, which a crash cut short, never acknowledged) is
-// zeroed, and a suffix delete a crash interrupted is finished.
-func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *raftlog.Log, stable *raftboltdb.BoltStore, conf *raft.Configuration, err error) {
+// openRaftState checks the raft state of dir, raft.db (stable store, read
+// only) and raft-log/ (log), and opens the log. A format-1 directory's log
+// is moved out of raft.db first. It returns the latest configuration in the
+// log, if any, and what it learnt of raft.db, for openStable. Nothing is
+// changed in a directory it refuses, except that a torn tail of the log
+// (the last batch, which a crash cut short, never acknowledged) is zeroed,
+// and a suffix delete a crash interrupted is finished. raft.db is not
+// opened for writing here: bbolt commits a transaction when raft-boltdb
+// opens it, and Open may still refuse the directory for kv.db (openKV).
+func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *raftlog.Log, conf *raft.Configuration, st boltState, err error) {
 	dbPath := filepath.Join(dir, raftDBName)
 	logPath := filepath.Join(dir, raftLogDir)
-	var st boltState
 	if fi, err := os.Stat(dbPath); err == nil && fi.Size() > 0 {
 		if st, err = checkBolt(dbPath, snap, m.Initialized, m.Format < 2); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, st, err
 		}
 	} else if m.Initialized {
 		reason := "raft.db is missing or empty but this directory had raft state"
 		if snap != nil {
 			reason = "raft.db is missing or empty next to existing snapshots"
 		}
-		return nil, nil, nil, &CorruptError{Path: dbPath, Reason: reason}
+		return nil, nil, st, &CorruptError{Path: dbPath, Reason: reason}
 	}
 	if m.Format < 2 {
 		// Whatever raft-log/ holds is an earlier migration that did not
 		// finish (the manifest still says 1): raft.db has every entry.
 		if err := migrateLog(dbPath, logPath, st.hasLogs, o); err != nil {
-			return nil, nil, nil, fmt.Errorf("accord: moving the raft log out of %s: %w", dbPath, err)
+			return nil, nil, st, fmt.Errorf("accord: moving the raft log out of %s: %w", dbPath, err)
 		}
 		m.Format = 2
 		if err := writeManifest(dir, m); err != nil {
-			return nil, nil, nil, fmt.Errorf("accord: open: %w", err)
+			return nil, nil, st, fmt.Errorf("accord: open: %w", err)
 		}
 		o.Logger.Info("raft log moved to its own directory (data directory format 2)", "from", dbPath, "to", logPath)
 	} else if _, err := os.Stat(logPath); err != nil && m.Initialized {
-		return nil, nil, nil, &CorruptError{Path: logPath, Reason: "raft log directory is missing but this directory had raft state", Err: err}
+		return nil, nil, st, &CorruptError{Path: logPath, Reason: "raft log directory is missing but this directory had raft state", Err: err}
 	}
 	opened, err := raftlog.Open(logPath, o.raftLogOptions())
 	if err != nil {
-		return nil, nil, nil, logError(logPath, err)
+		return nil, nil, st, logError(logPath, err)
 	}
 	defer func() {
 		if err != nil {
@@ -281,10 +283,19 @@ func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *r
 		o.Logger.Warn("raft log: zeroed the torn tail of a write a crash cut short (its last batch, never acknowledged)", "segment", r.Path, "offset", r.Offset, "bytes", r.Bytes, "entries", r.Entries)
 	}
 	if conf, err = checkLog(logPath, logs, st.term, snap, m.Initialized); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, st, err
 	}
-	if stable, err = openBolt(dbPath, o); err != nil {
-		return nil, nil, nil, err
+	return logs, conf, st, nil
+}
+
+// openStable opens raft.db (checked by openRaftState) for raft, removing
+// the log entries a format-1 directory kept there once they are in
+// raft-log/.
+func openStable(dir string, st boltState, o *Options) (*raftboltdb.BoltStore, error) {
+	dbPath := filepath.Join(dir, raftDBName)
+	stable, err := openBolt(dbPath, o)
+	if err != nil {
+		return nil, err
 	}
 	if st.hasLogs {
 		// Format 1's entries, now in raft-log/.
@@ -295,10 +306,10 @@ func openRaftState(dir string, m *manifest, snap *snapInfo, o *Options) (logs *r
 		}
 		if err != nil {
 			stable.Close()
-			return nil, nil, nil, fmt.Errorf("accord: removing moved log entries from %s: %w", dbPath, err)
+			return nil, fmt.Errorf("accord: removing moved log entries from %s: %w", dbPath, err)
 		}
 	}
-	return logs, stable, conf, nil
+	return stable, nil
 }
 
 // logError turns raftlog's damage reports into ErrCorrupt.
@@ -1044,11 +1055,13 @@ func (rs *raftStore) GetUint64(k []byte) (v uint64, err error) {
 // whatever a crash interrupted: a snapshot swap (kv.db.install), a
 // migration from format 2 (kv.db built from the newest ACCORDSNAP
 // snapshot), a restore whose marker was not yet written. The rule it keeps:
-// kv.db must hold at least every entry of the newest snapshot, because
-// raft's log may have been trimmed up to it. A kv.db that does not, or is
-// missing while a snapshot says the data is kv.db, is refused. Without a
+// kv.db must hold every entry up to the newest snapshot, because raft
+// replays only the entries after it, and its log may have been trimmed up
+// to it. kv.db may lag behind the snapshot (or be missing) only if the raft
+// log still holds every entry in between (covers): Open then applies them
+// before raft starts (replayToSnapshot). Otherwise it is refused. Without a
 // snapshot, a missing kv.db is created empty: raft replays the whole log.
-func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvState, *backend, error) {
+func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions, covers func(from, to uint64) error) (*kvState, *backend, error) {
 	path := filepath.Join(dir, kvDBName)
 	for _, left := range []string{path + kvDBTmpSuffix, path + kvDBDefragSuffix, path + kvDBInstallName[len(kvDBName):] + kvDBTmpSuffix} {
 		// A file a crash left half made (the original is intact).
@@ -1062,10 +1075,16 @@ func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvSt
 		if err := finishInstall(install, bo); err != nil {
 			return nil, nil, err
 		}
+		if err := crashPoint(dir, crashInstallFinished); err != nil {
+			return nil, nil, err
+		}
 		if err := os.Rename(install, path); err != nil {
 			return nil, nil, err
 		}
 		if err := syncDir(dir); err != nil {
+			return nil, nil, err
+		}
+		if err := crashPoint(dir, crashInstallRenamed); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -1093,30 +1112,75 @@ func openKV(dir string, snap *snapInfo, ks *keyspace, bo *backendOptions) (*kvSt
 		snap.kind = stateMarker
 		snap.stale = true
 	}
-	if snap == nil && !exists() {
+	if !exists() {
+		if snap != nil {
+			if err := covers(1, snapIndex); err != nil {
+				return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("missing: the newest snapshot (index %d) says the state is kept there, and the raft log cannot rebuild it (%v)", snapIndex, err)}
+			}
+			bo.log.Warn("kv.db is missing; rebuilding it from the raft log, which holds every entry", "snapshot_index", snapIndex)
+		}
 		if err := createKVFile(path, bo); err != nil {
 			return nil, nil, err
 		}
-	}
-	if !exists() {
-		return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("missing: the newest snapshot (index %d) says the state is kept there", snapIndex)}
 	}
 	nks, st, be, err := openKeyspace(path, &ks.mu, bo)
 	if err != nil {
 		return nil, nil, err
 	}
 	if st.index < snapIndex {
-		be.close()
-		return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("holds raft entries up to %d, older than the newest snapshot (%d): acknowledged writes would be missing", st.index, snapIndex)}
+		if err := covers(st.index+1, snapIndex); err != nil {
+			be.close()
+			return nil, nil, &CorruptError{Path: path, Reason: fmt.Sprintf("holds raft entries up to %d, older than the newest snapshot (%d), and the raft log does not hold those in between (%v): acknowledged writes would be missing", st.index, snapIndex, err)}
+		}
+		bo.log.Warn("kv.db is behind the newest snapshot; applying the entries in between from the raft log", "kv_index", st.index, "snapshot_index", snapIndex)
 	}
 	if snap != nil && (snap.missing || snap.stale) {
-		if err := rewriteAsMarker(snap.dir, snapIndex, bo.noSync); err != nil {
+		if err := rewriteAsMarker(dir, snap.dir, snapIndex, bo.noSync); err != nil {
 			be.close()
 			return nil, nil, err
 		}
 	}
 	ks.adopt(nks)
 	return st, be, nil
+}
+
+// logHolds reports whether the raft log holds every entry from from to to.
+func logHolds(logs raft.LogStore, from, to uint64) error {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return err
+	}
+	if first == 0 || first > from {
+		return fmt.Errorf("it starts at index %d, not %d", first, from)
+	}
+	var l raft.Log
+	for i := from; i <= to; i++ {
+		if err := logs.GetLog(i, &l); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// replayToSnapshot applies the log entries from from to to (the newest
+// snapshot's index; all committed) to a kv.db that lags behind them,
+// before raft starts: raft replays only the entries after its snapshot.
+func replayToSnapshot(f *fsm, logs raft.LogStore, from, to uint64) error {
+	const batch = 256
+	var pending []*raft.Log
+	for i := from; i <= to; i++ {
+		l := new(raft.Log)
+		if err := logs.GetLog(i, l); err != nil {
+			return &CorruptError{Path: raftLogDir, Reason: fmt.Sprintf("log entry %d unreadable while bringing kv.db up to the snapshot", i), Err: err}
+		}
+		pending = append(pending, l)
+		if len(pending) == batch || i == to {
+			f.ApplyBatch(pending)
+			pending = pending[:0]
+		}
+	}
+	f.log.Info("kv.db brought up to the newest snapshot from the raft log", "from", from, "to", to)
+	return nil
 }
 
 // peekKV returns the raft index kv.db at path holds.
@@ -1166,11 +1230,43 @@ func installSnapshotData(dir string, snap *snapInfo, bo *backendOptions) error {
 			return err
 		}
 	}
+	if err := crashPoint(dir, crashInstallBuilt); err != nil {
+		return err
+	}
 	if err := finishInstall(install, bo); err != nil {
+		return err
+	}
+	if err := crashPoint(dir, crashInstallFinished); err != nil {
 		return err
 	}
 	if err := os.Rename(install, filepath.Join(dir, kvDBName)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	return crashPoint(dir, crashInstallRenamed)
+}
+
+// Points in Open's migration and snapshot install where tests stop it, as
+// a crash would (crashPoint). Each leaves the directory as the crash
+// would; the next Open must finish the work.
+const (
+	crashInstallBuilt    = "kv.db.install built"       // the snapshot's data is kv.db.install
+	crashInstallFinished = "kv.db.install finished"    // ...checked and stamped with this cluster
+	crashInstallRenamed  = "kv.db.install renamed"     // ...renamed to kv.db; the snapshot still holds its data
+	crashMarkerState     = "snapshot marker state.bin" // the snapshot's state.bin is a marker, its meta.json not yet
+	crashMarkerMeta      = "snapshot marker meta.json" // both rewritten; the manifest still says the old format
+	crashManifest        = "manifest says format 3"    // the migration is done
+)
+
+// testCrashHook, set by tests only, is called at each crash point with the
+// data directory; an error it returns stops Open there.
+var testCrashHook atomic.Pointer[func(dir, point string) error]
+
+func crashPoint(dir, point string) error {
+	if h := testCrashHook.Load(); h != nil {
+		return (*h)(dir, point)
+	}
+	return nil
 }

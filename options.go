@@ -258,7 +258,7 @@ func (o *Options) backendOptions(log *slog.Logger) *backendOptions {
 	if log == nil {
 		log = o.Logger
 	}
-	return &backendOptions{noSync: o.UnsafeNoFsync, clusterName: o.ClusterName, quota: o.QuotaBytes, log: log}
+	return &backendOptions{noSync: o.UnsafeNoFsync, clusterName: o.ClusterName, nodeID: o.NodeID, quota: o.QuotaBytes, log: log}
 }
 
 // raftLogOptions are the options of the raft log in raft-log/.

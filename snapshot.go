@@ -176,7 +176,7 @@ func findStored(rc io.ReadCloser) (*storedSnapshot, bool) {
 // rewriteAsMarker replaces a stored snapshot's data with the marker, and
 // its metadata's size and checksum with the marker's, once kv.db holds the
 // snapshot (its data was swapped in, or kv.db is already past it).
-func rewriteAsMarker(snapDir string, index uint64, noSync bool) error {
+func rewriteAsMarker(dir, snapDir string, index uint64, noSync bool) error {
 	metaPath := filepath.Join(snapDir, "meta.json")
 	b, err := os.ReadFile(metaPath)
 	if err != nil {
@@ -202,7 +202,13 @@ func rewriteAsMarker(snapDir string, index uint64, noSync bool) error {
 	if err := writeFileMaybeSync(filepath.Join(snapDir, "state.bin"), marker, noSync); err != nil {
 		return err
 	}
-	return writeFileMaybeSync(metaPath, mb, noSync)
+	if err := crashPoint(dir, crashMarkerState); err != nil {
+		return err
+	}
+	if err := writeFileMaybeSync(metaPath, mb, noSync); err != nil {
+		return err
+	}
+	return crashPoint(dir, crashMarkerMeta)
 }
 
 func writeFileMaybeSync(path string, data []byte, noSync bool) error {
@@ -295,9 +301,13 @@ func verifySnapshotFile(path string) error {
 	return nil
 }
 
-// copyVerified copies a stream (kv.db + SHA-256) to path, checking the sum.
+// copyVerified copies a stream (kv.db + SHA-256) to path, checking the
+// sum. It writes path.tmp and renames it once verified: Open takes a
+// kv.db.install it finds for a verified snapshot a crash interrupted the
+// swap of, and removes the .tmp a crash mid-copy leaves (openKV).
 func copyVerified(r io.Reader, path string) error {
-	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	tmp := path + kvDBTmpSuffix
+	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -305,7 +315,7 @@ func copyVerified(r io.Reader, path string) error {
 	defer func() {
 		fh.Close()
 		if !ok {
-			os.Remove(path)
+			os.Remove(tmp)
 		}
 	}()
 	if _, err := io.Copy(fh, r); err != nil {
@@ -314,11 +324,14 @@ func copyVerified(r io.Reader, path string) error {
 	if err := fh.Sync(); err != nil {
 		return err
 	}
-	if err := verifySnapshotFile(path); err != nil {
+	if err := verifySnapshotFile(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
 	ok = true
-	return nil
+	return syncDir(filepath.Dir(path))
 }
 
 // finishInstall prepares kv.db.install to become kv.db: it cuts the
@@ -330,16 +343,18 @@ func finishInstall(install string, bo *backendOptions) error {
 	if err != nil {
 		return err
 	}
+	// Every record checked before the first write: a file that is refused
+	// stays as it was.
+	_, _, err = loadKV(install, db)
 	var size int64
-	err = db.Update(func(tx *bbolt.Tx) error {
-		if err := initBuckets(tx, bo.clusterName); err != nil {
-			return err
-		}
-		size = tx.Size()
-		return nil
-	})
 	if err == nil {
-		_, _, err = loadKV(install, db)
+		err = db.Update(func(tx *bbolt.Tx) error {
+			if err := initBuckets(tx, bo); err != nil {
+				return err
+			}
+			size = tx.Size()
+			return nil
+		})
 	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
@@ -386,7 +401,7 @@ func (f *fsm) swapIn(install, snapDir string, index uint64) error {
 		return err
 	}
 	if snapDir != "" {
-		if err := rewriteAsMarker(snapDir, index, f.bo.noSync); err != nil {
+		if err := rewriteAsMarker(f.dir, snapDir, index, f.bo.noSync); err != nil {
 			return err
 		}
 	}
@@ -409,8 +424,12 @@ func openKeyspace(path string, guard *sync.RWMutex, bo *backendOptions) (*keyspa
 		return nil, nil, nil, err
 	}
 	ks, st, err := loadKV(path, db)
-	if err == nil && st.cluster != bo.clusterName {
+	switch {
+	case err != nil:
+	case st.cluster != bo.clusterName:
 		err = fmt.Errorf("%w: %s belongs to cluster %q, not %q", ErrForeignDir, path, st.cluster, bo.clusterName)
+	case st.node != "" && bo.nodeID != "" && st.node != bo.nodeID:
+		err = fmt.Errorf("%w: %s belongs to node %q, not %q (a file of another node holds its history, not this node's)", ErrForeignDir, path, st.node, bo.nodeID)
 	}
 	if err != nil {
 		db.Close()
@@ -507,6 +526,9 @@ func Restore(r io.Reader, dir string, opts *Options) (err error) {
 			err = fmt.Errorf("accord: restore: %w", err)
 		}
 	}()
+	if o.NodeID == "" {
+		o.NodeID = newNodeID() // kv.db records it; the manifest takes it (createManifest)
+	}
 	bo := o.backendOptions(nil)
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, _ := br.Peek(64)
@@ -594,7 +616,7 @@ func resetForNewCluster(path string, bo *backendOptions) error {
 		return err
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		if err := initBuckets(tx, bo.clusterName); err != nil {
+		if err := initBuckets(tx, bo); err != nil {
 			return err
 		}
 		for _, b := range [][]byte{bucketAlarm, bucketMembers} {

@@ -126,18 +126,17 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	}
 	sm := newStoreMetrics()
 	o.onLogSync = sm.walFsync.observe
-	logs, stable, latestConf, err := openRaftState(dir, m, snap, &o)
+	logs, latestConf, boltSt, err := openRaftState(dir, m, snap, &o)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			logs.Close()
-			stable.Close()
 		}
 	}()
 	ks := newKeyspace()
-	kvState, be, err := openKV(dir, snap, ks, o.backendOptions(o.Logger.With("node", m.NodeID)))
+	kvState, be, err := openKV(dir, snap, ks, o.backendOptions(o.Logger.With("node", m.NodeID)), func(from, to uint64) error { return logHolds(logs, from, to) })
 	if err != nil {
 		return nil, err
 	}
@@ -146,11 +145,24 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			be.close()
 		}
 	}()
+	// raft.db last: opening it for writing changes it (openRaftState).
+	stable, err := openStable(dir, boltSt, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			stable.Close()
+		}
+	}()
 	if m.Format < formatVersion {
 		o.Logger.Info("keyspace moved out of memory into kv.db (data directory format 3)", "node", m.NodeID, "index", kvState.index)
 		m.Format = formatVersion
 		if err := writeManifest(dir, m); err != nil {
 			return nil, fmt.Errorf("accord: open: %w", err)
+		}
+		if err := crashPoint(dir, crashManifest); err != nil {
+			return nil, err
 		}
 	}
 	fss, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
@@ -211,6 +223,12 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 	s.fsm = newFSM(s.log, ks, kvState, s.hub, s.lessor, dir, o.backendOptions(s.log))
 	snaps.live = s.liveSnapshot
 	be.start()
+	if snap != nil && kvState.index < snap.meta.Index {
+		// openKV found the entries in the log.
+		if err := replayToSnapshot(s.fsm, logs, kvState.index+1, snap.meta.Index); err != nil {
+			return nil, err
+		}
+	}
 
 	self := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.NodeID), Address: addr}
 	if !m.Initialized {
