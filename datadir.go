@@ -521,7 +521,7 @@ func checkSnapshots(dir string) (*snapInfo, error) {
 	var partials []partial
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
-			continue // .tmp: a snapshot that was never completed; raft ignores and reaps it
+			continue // .tmp: a snapshot that was never completed; raft ignores it (removeSnapshotTemps removes it)
 		}
 		sd := filepath.Join(root, e.Name())
 		b, err := os.ReadFile(filepath.Join(sd, "meta.json"))
@@ -1181,6 +1181,29 @@ func replayToSnapshot(f *fsm, logs raft.LogStore, from, to uint64) error {
 	}
 	f.log.Info("kv.db brought up to the newest snapshot from the raft log", "from", from, "to", to)
 	return nil
+}
+
+// removeSnapshotTemps removes the snapshots a crash left incomplete
+// (snapshots/<id>.tmp): one this member was taking, or one a leader was
+// sending, which is a whole kv.db. raft ignores them and never reaps them,
+// so each crash in the middle of a snapshot install would keep a copy of
+// the leader's kv.db on disk for good. Called by Open once the directory
+// checked out and kv.db is open (so no other process uses it) and before
+// raft starts. A failure only leaves the space in use: it is logged.
+func removeSnapshotTemps(dir string, log *slog.Logger) {
+	root := filepath.Join(dir, snapshotsDir)
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+			log.Warn("cannot remove an incomplete snapshot", "dir", e.Name(), "err", err)
+		}
+	}
 }
 
 // peekKV returns the raft index kv.db at path holds.

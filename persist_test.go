@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -696,4 +697,45 @@ func TestPersistSecondOpenRefused(t *testing.T) {
 	if g, err := s.Get(ctx, "k"); err != nil || string(g.KVs[0].Value) != "v2" {
 		t.Fatalf("after reopen: %+v, %v", g, err)
 	}
+}
+
+// TestOpenRemovesIncompleteSnapshots: a crash while a snapshot was being
+// written (taken, or received from a leader: a whole kv.db) leaves
+// snapshots/<id>.tmp, which raft ignores and never reaps. Open removes it,
+// and keeps the completed snapshots and every write.
+func TestOpenRemovesIncompleteSnapshots(t *testing.T) {
+	ctx := persistCtx(t)
+	dir := t.TempDir()
+	o := persistOpts()
+	s := openTestStore(t, dir, o)
+	persistWritesA(persistW{t, ctx, s})
+	persistSnapshot(t, s)
+	before := persistDump(t, ctx, s)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	done := persistSnapshots(t, dir)
+	if len(done) == 0 {
+		t.Fatal("no snapshot on disk")
+	}
+	kv, err := os.ReadFile(filepath.Join(dir, kvDBName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, snapshotsDir, "9-999999-1.tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "state.bin"), kv[:len(kv)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTestStore(t, dir, o)
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the incomplete snapshot %s is still there after Open (stat: %v)", tmp, err)
+	}
+	if got := persistSnapshots(t, dir); !slices.Equal(got, done) {
+		t.Fatalf("snapshots after Open: %v, want %v", got, done)
+	}
+	persistDiff(t, "after Open", before, persistDump(t, ctx, s))
 }

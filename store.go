@@ -165,6 +165,7 @@ func Open(dir string, opts *Options) (s *Store, err error) {
 			return nil, err
 		}
 	}
+	removeSnapshotTemps(dir, o.Logger)
 	fss, err := raft.NewFileSnapshotStoreWithLogger(dir, o.SnapshotRetain, logbridge.HCLog(o.Logger, "snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("accord: open: %w", err)

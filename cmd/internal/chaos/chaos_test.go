@@ -64,6 +64,12 @@ func TestChaos(t *testing.T) {
 	cfg.Seed, cfg.Members, cfg.CrashKills = seed, 3, 20
 	rep, err := CrashLoop(ctx, cfg)
 	check("crash loop", rep, err)
+	if rep.Compactions == 0 || rep.Defrags == 0 {
+		t.Errorf("the crash loop's maintenance did nothing: %d compactions, %d defrags", rep.Compactions, rep.Defrags)
+	}
+	if rep.KVChecked != cfg.Members {
+		t.Errorf("kv.db of %d members checked, want %d", rep.KVChecked, cfg.Members)
+	}
 
 	var b strings.Builder
 	total.Print(&b)

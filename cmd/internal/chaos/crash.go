@@ -20,6 +20,9 @@ const (
 	crashLeader   = "crash-leader"   // the leader
 	crashMajority = "crash-majority" // a majority at once: the cluster stops until they are back
 	crashAll      = "crash-all"      // every member at once
+	crashDefrag   = "crash-defrag"   // a member while it defragments kv.db
+	crashCompact  = "crash-compact"  // a member while it deletes the versions a compaction dropped
+	crashInstall  = "crash-install"  // a follower, kept down until it needs a snapshot, then again while it installs it
 )
 
 // CrashLoop starts cfg.Members members with a low --snapshot-count
@@ -27,10 +30,17 @@ const (
 // clients, and meanwhile SIGKILLs members until cfg.CrashKills processes
 // have been killed: one member, the leader, a majority or all of them at
 // once, restarted after up to 500ms, sometimes killed again before they
-// serve. At the end every acknowledged write must be readable, on every
-// member, at the revision it was acknowledged with; every member must
-// have come back serving by itself (a restart that refuses to start or
-// never serves is a violation).
+// serve. Meanwhile a maintenance client overwrites hot keys, compacts and
+// defragments members, and some kills are aimed: at a member in the
+// middle of a defrag, of a compaction, or of installing a leader's
+// snapshot (see maint.go; the report counts the kills that landed there,
+// as measured from the RPCs in flight and the killed member's data
+// directory). At the end every acknowledged write must be readable, on
+// every member, at the revision it was acknowledged with; the members
+// must agree on HashKV; every member must have come back serving by
+// itself (a restart that refuses to start or never serves is a
+// violation); and after the last process stopped, every kv.db must pass
+// bbolt's consistency check.
 func CrashLoop(ctx context.Context, cfg Config) (*Report, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -52,6 +62,9 @@ func CrashLoop(ctx context.Context, cfg Config) (*Report, error) {
 	r := &run{cfg: &cfg, c: c, rep: rep, rec: newRecorder(), dir: dir}
 	r.crashLoop(ctx)
 	c.close()
+	if ctx.Err() == nil {
+		r.checkDataDirs()
+	}
 	taken, installed := countSnapshots(dir)
 	rep.Snapshots += taken
 	rep.SnapshotInstalls += installed
@@ -80,6 +93,10 @@ func (r *run) crashLoop(ctx context.Context) {
 		wg.Go(func() { r.crashWriter(ctx, i, cli, rng, stop) })
 	}
 
+	m := newMaintainer(r)
+	mrng := rand.New(rand.NewPCG(cfg.Seed, 0x3a17))
+	wg.Go(func() { m.background(ctx, mrng, stop) })
+
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0xc7a5))
 	sinceWait := 0
 	for r.rep.Kills < cfg.CrashKills && ctx.Err() == nil {
@@ -90,17 +107,42 @@ func (r *run) crashLoop(ctx context.Context) {
 		}
 		var victims []*node
 		kind := crashOne
+		killed := 0
 		switch p := rng.IntN(100); {
-		case p < 50:
+		case p < 12:
+			kind = crashDefrag
 			victims = []*node{pick(rng, members)}
-		case p < 75:
+			killed = m.killDuringDefrag(ctx, victims[0])
+		case p < 24:
+			kind = crashCompact
+			victims = []*node{pick(rng, members)}
+			killed = m.killDuringCompaction(ctx, rng, victims[0])
+		case p < 34:
+			kind = crashInstall
+			l := c.leader(ctx)
+			var followers []*node
+			for _, n := range members {
+				if n != l && n.getState() == stateRunning {
+					followers = append(followers, n)
+				}
+			}
+			if l == nil || len(followers) == 0 {
+				kind = crashOne
+				victims = []*node{pick(rng, members)}
+				break
+			}
+			victims = []*node{pick(rng, followers)}
+			killed = m.killDuringInstall(ctx, rng, victims[0])
+		case p < 67:
+			victims = []*node{pick(rng, members)}
+		case p < 84:
 			kind = crashLeader
 			if l := c.leader(ctx); l != nil {
 				victims = []*node{l}
 			} else {
 				victims = []*node{pick(rng, members)}
 			}
-		case p < 90:
+		case p < 94:
 			kind = crashMajority
 			shuffled := slices.Clone(members)
 			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
@@ -109,19 +151,20 @@ func (r *run) crashLoop(ctx context.Context) {
 			kind = crashAll
 			victims = members
 		}
-		killed := 0
-		var kwg sync.WaitGroup
-		var kmu sync.Mutex
-		for _, n := range victims {
-			kwg.Go(func() {
-				if n.kill() {
-					kmu.Lock()
-					killed++
-					kmu.Unlock()
-				}
-			})
+		if kind == crashOne || kind == crashLeader || kind == crashMajority || kind == crashAll {
+			var kwg sync.WaitGroup
+			var kmu sync.Mutex
+			for _, n := range victims {
+				kwg.Go(func() {
+					if m.kill(n) {
+						kmu.Lock()
+						killed++
+						kmu.Unlock()
+					}
+				})
+			}
+			kwg.Wait()
 		}
-		kwg.Wait()
 		if killed > 0 {
 			r.rep.fault(kind)
 			r.rep.addKills(killed)

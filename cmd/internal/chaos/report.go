@@ -47,7 +47,17 @@ type Report struct {
 	Snapshots        int                 // raft snapshots the members logged
 	SnapshotInstalls int                 // snapshots members installed from a leader
 	AckedWrites      int                 // acknowledged writes checked against the final state
-	LostWrites       int                 // acknowledged writes missing from it (must be 0)
+
+	// The crash loop's maintenance and what its kills interrupted, each
+	// measured: see maint.go.
+	Compactions           int // compactions acknowledged
+	Defrags               int // defrags completed
+	KillsDuringDefrag     int // SIGKILLs sent while a Defragment RPC to the member was in flight, which then failed
+	KillsDefragFile       int // SIGKILLs that left kv.db.defrag half written
+	KillsDuringInstall    int // SIGKILLs that left a leader's snapshot received but not swapped in (snapshots/, kv.db.install)
+	KillsDuringCompaction int // SIGKILLs that left kv.db with a compaction scheduled but not finished
+	KVChecked             int // members' kv.db that passed bbolt's consistency check after the loop
+	LostWrites            int // acknowledged writes missing from it (must be 0)
 
 	Violations    []Violation // the first few of each kind
 	NumViolations int         // all of them
@@ -131,6 +141,13 @@ func (r *Report) Add(o *Report) {
 	r.Snapshots += o.Snapshots
 	r.SnapshotInstalls += o.SnapshotInstalls
 	r.AckedWrites += o.AckedWrites
+	r.Compactions += o.Compactions
+	r.Defrags += o.Defrags
+	r.KillsDuringDefrag += o.KillsDuringDefrag
+	r.KillsDefragFile += o.KillsDefragFile
+	r.KillsDuringInstall += o.KillsDuringInstall
+	r.KillsDuringCompaction += o.KillsDuringCompaction
+	r.KVChecked += o.KVChecked
 	r.LostWrites += o.LostWrites
 	r.Violations = append(r.Violations, o.Violations...)
 	r.NumViolations += o.NumViolations
@@ -189,6 +206,11 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "faults injected:    %d: %s\n", nf, strings.Join(fs, ", "))
 	fmt.Fprintf(w, "SIGKILLs:           %d (restarts %d, each serving again without operator action unless a violation says otherwise); snapshots logged by members: %d taken, %d installed from a leader\n", r.Kills, r.Restarts, r.Snapshots, r.SnapshotInstalls)
+	if r.Compactions > 0 || r.Defrags > 0 || r.KVChecked > 0 {
+		fmt.Fprintf(w, "maintenance:        %d compactions, %d defrags completed; kv.db of %d members passed bbolt's check after the loop\n", r.Compactions, r.Defrags, r.KVChecked)
+		fmt.Fprintf(w, "SIGKILLs during:    a defrag %d (RPC in flight, then failed; %d left kv.db.defrag half written), a snapshot install %d, a compaction %d\n",
+			r.KillsDuringDefrag, r.KillsDefragFile, r.KillsDuringInstall, r.KillsDuringCompaction)
+	}
 	fmt.Fprintf(w, "violations:         %d\n", r.NumViolations)
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  - %s\n", v)
