@@ -288,9 +288,14 @@ func TestClusterMoreReplaceMemberSnapshot(t *testing.T) {
 	}
 	c.waitConverged()
 	ns := nd.store()
-	if idx, _ := strconv.ParseUint(ns.raft.Stats()["last_snapshot_index"], 10, 64); idx < first {
-		t.Fatalf("new member's last snapshot index %d: it was not sent the leader's snapshot (log starts at %d)", idx, first)
-	}
+	// raft records the installed snapshot only after the FSM's Restore
+	// returned, which already moved what waitConverged watches: poll.
+	eventually(t, 10*time.Second, "the new member records the leader's snapshot", func() error {
+		if idx, _ := strconv.ParseUint(ns.raft.Stats()["last_snapshot_index"], 10, 64); idx < first {
+			return fmt.Errorf("last snapshot index %d: it was not sent the leader's snapshot (log starts at %d)", idx, first)
+		}
+		return nil
+	})
 
 	want := stateOf(t, l)
 	if len(want.Leases) != 1 || want.Compacted != oldRev-10 {
