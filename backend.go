@@ -135,6 +135,11 @@ type compactJob struct {
 }
 
 type backend struct {
+	// unlinked is set (committer goroutine only) when Defragment renamed
+	// its copy over kv.db but could not open it: the file in use is then
+	// no longer the one at path, and nothing may be committed to it.
+	unlinked error
+
 	path     string
 	log      *slog.Logger
 	guard    *sync.RWMutex // the keyspace's mutex; see the locking note above
@@ -591,6 +596,11 @@ func (be *backend) commit(final bool) {
 // write runs one bbolt transaction for b. On success the shared read
 // transaction is replaced (it sees b) and the committing batch is dropped.
 func (be *backend) write(b *batch) (err error) {
+	if be.unlinked != nil {
+		if err := be.reopenDefragged(); err != nil {
+			return err
+		}
+	}
 	var size int64
 	if be.rtx != nil {
 		size = be.rtx.Size()
@@ -706,6 +716,30 @@ func (j *compactJob) step(tx *bbolt.Tx, n int) error {
 		return tx.Bucket(bucketMeta).Put(metaFinishedCompact, appendRevKey(nil, revision{main: j.rev}))
 	}
 	j.next = slices.Clone(k)
+	return nil
+}
+
+// reopenDefragged opens the defragmented kv.db that a Defragment renamed
+// in but could not open, and puts it in place of the unlinked file.
+// Committer goroutine only.
+func (be *backend) reopenDefragged() error {
+	db, err := openKVBolt(be.path, be.bo)
+	if err != nil {
+		return fmt.Errorf("kv.db was replaced by its defragmented copy, which does not open (%v): %w", be.unlinked, err)
+	}
+	be.streamMu.Lock()
+	be.guard.Lock()
+	be.endRead()
+	old := be.db
+	be.db = db
+	be.beginRead()
+	be.guard.Unlock()
+	be.streamMu.Unlock()
+	if err := old.Close(); err != nil {
+		be.log.Warn("kv.db: closing the file defragmentation replaced", "err", err)
+	}
+	be.unlinked = nil
+	be.log.Info("kv.db: defragmented copy opened; commits resume")
 	return nil
 }
 
@@ -1108,6 +1142,7 @@ func (be *backend) defrag() (before, after int64, err error) {
 		be.endRead()
 		old := be.db
 		err = os.Rename(tmp, be.path)
+		renamed := err == nil
 		if err == nil && !be.noSync {
 			err = syncDir(filepath.Dir(be.path))
 		}
@@ -1116,8 +1151,15 @@ func (be *backend) defrag() (before, after int64, err error) {
 			db, err = openKVBolt(be.path, be.bo)
 		}
 		if err != nil {
-			// The old file stays in use: renamed or not, its data is
-			// complete, and the new one held the same.
+			// Reads go on from the old file, whose data is complete (the
+			// new one holds the same). If the copy is already at path,
+			// commits to the old file would be lost on restart: they
+			// wait until the copy opens (reopenDefragged); raft keeps the
+			// entries meanwhile.
+			if renamed {
+				be.unlinked = err
+				be.log.Error("kv.db: defragmented copy renamed in but not opened; commits wait for it", "err", err)
+			}
 			be.beginRead()
 			be.guard.Unlock()
 			return err
