@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // etcdMemberID is the etcd member ID of node nodeID, as package etcdapi
@@ -60,7 +61,7 @@ func (f *fsm) alarmList() []Alarm {
 		out = append(out, a)
 	}
 	slices.SortFunc(out, func(a, b Alarm) int {
-		if c := cmpString(a.NodeID, b.NodeID); c != 0 {
+		if c := strings.Compare(a.NodeID, b.NodeID); c != 0 {
 			return c
 		}
 		return int(a.Type - b.Type)

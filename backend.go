@@ -1089,16 +1089,6 @@ func (ks *keyspace) load(keys *bbolt.Bucket, corrupt func(string, error) error, 
 	return nil
 }
 
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // defrag rewrites kv.db into a new file holding only what is in use and
 // swaps it in (etcd's Defragment), and returns the sizes before and after.
 // Applies go on meanwhile, into the current batch (the committer is busy
