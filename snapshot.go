@@ -13,11 +13,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 
+	"github.com/accordkv/accord/internal/boltcheck"
 	"github.com/accordkv/accord/internal/raftlog"
 	"github.com/accordkv/accord/internal/schema"
 )
@@ -548,6 +550,9 @@ func Restore(r io.Reader, dir string, opts *Options) (err error) {
 		if err := copyVerified(br, install); err != nil {
 			return err
 		}
+		if err := checkBackupFile(install, bo); err != nil {
+			return err
+		}
 	default:
 		return &CorruptError{Path: "backup", Reason: "neither an accord backup nor an etcd snapshot"}
 	}
@@ -606,10 +611,59 @@ func Restore(r io.Reader, dir string, opts *Options) (err error) {
 	return syncDir(dir)
 }
 
+// Storage versions (meta storageVersion) Restore takes: etcd 3.7's rule
+// (schema.Validate: a migration path to 3.7 exists from 3.5 and 3.6). A
+// file without one is etcd 3.5's, or older accord's.
+const (
+	minStorageMinor = 5
+	maxStorageMinor = 7
+)
+
+// checkBackupFile checks a restored bolt file before anything changes it:
+// bbolt's own consistency check (etcdutl snapshot status's), and a storage
+// version this build reads.
+func checkBackupFile(path string, bo *backendOptions) (err error) {
+	db, err := openKVBolt(path, bo)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = &CorruptError{Path: path, Reason: "bolt database damaged", Err: fmt.Errorf("%v", p)}
+		}
+		if cerr := db.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	return db.View(func(tx *bbolt.Tx) error {
+		if err := boltcheck.Check(tx); err != nil {
+			return &CorruptError{Path: path, Reason: "not a sound bolt file", Err: err}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || tx.Bucket(bucketKey) == nil {
+			return &CorruptError{Path: path, Reason: "not an etcd or accord key-value file (no meta or key bucket)"}
+		}
+		raw := meta.Get(metaStorageVersion)
+		if raw == nil {
+			return nil
+		}
+		v, err := schema.ParseVersion(raw)
+		if err != nil {
+			return nil // etcd takes an unparsable storageVersion as absent
+		}
+		if v.Major != 3 || v.Minor < minStorageMinor || v.Minor > maxStorageMinor {
+			return fmt.Errorf("%w: storage version %s: this build reads etcd storage versions 3.%d to 3.%d", ErrUnsupported, v, minStorageMinor, maxStorageMinor)
+		}
+		return nil
+	})
+}
+
 // resetForNewCluster makes a restored kv.db the state of a new one-member
 // cluster at raft index 1: its consistent index is 1 (so every entry of the
 // new log applies), and the alarms and member attributes of the cluster it
-// came from are dropped.
+// came from (accord's, and an etcd file's members) are dropped.
 func resetForNewCluster(path string, bo *backendOptions) error {
 	db, err := openKVBolt(path, bo)
 	if err != nil {
@@ -625,6 +679,18 @@ func resetForNewCluster(path string, bo *backendOptions) error {
 			}
 			if _, err := tx.CreateBucket(b); err != nil {
 				return err
+			}
+		}
+		// An etcd file's membership, emptied as etcdutl's restore empties
+		// it (TrimMembershipFromBackend): the new cluster is not that one.
+		for _, name := range []string{schema.BucketMembers, schema.BucketMembersRemoved} {
+			if b := tx.Bucket([]byte(name)); b != nil {
+				if err := tx.DeleteBucket([]byte(name)); err != nil {
+					return err
+				}
+				if _, err := tx.CreateBucket([]byte(name)); err != nil {
+					return err
+				}
 			}
 		}
 		meta := tx.Bucket(bucketMeta)

@@ -6,15 +6,20 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
+	"time"
 
+	"go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 
 	"github.com/accordkv/accord"
+	"github.com/accordkv/accord/internal/schema"
 )
 
 // maintenanceServer implements etcd's Maintenance service.
@@ -299,27 +304,66 @@ const (
 	legacySnapshotFooterLen = 8
 )
 
-// ReadSnapshot checks a snapshot file written by `etcdctl snapshot save`
-// (or clientv3's Snapshot) and returns a reader of what accord.Restore
-// takes. The file is kv.db followed by its SHA-256: this version's
-// snapshots and etcd's alike (a bbolt file with etcd's buckets). A file
-// saved from accord 0.2 or older (an ACCORDSNAP backup in the framing
-// above) is read too. ReadSnapshot reads the whole file into memory and
-// verifies the checksum first; errors match accord.ErrCorrupt.
+// SnapshotOptions are the options of etcdutl snapshot restore that
+// concern the file rather than the new member.
+type SnapshotOptions struct {
+	// SkipHashCheck accepts a file without the sha256 trailer (a kv.db or
+	// an etcd member/snap/db copied out of a data directory) and does not
+	// check the trailer of a file that has one: etcdutl's
+	// --skip-hash-check.
+	SkipHashCheck bool
+	// BumpRevision, when positive, raises the restored store's revision
+	// by this much above the file's last revision and marks the new
+	// revision compacted, so that clients never see a revision go back
+	// and watchers of older revisions learn they were compacted:
+	// etcdutl's --bump-revision with --mark-compacted. It needs a bolt
+	// file.
+	BumpRevision int64
+}
+
+// ReadSnapshot is ReadSnapshotWith with the default options: the file
+// must end with its SHA-256.
 func ReadSnapshot(r io.Reader) (io.Reader, error) {
+	return ReadSnapshotWith(r, SnapshotOptions{})
+}
+
+// ReadSnapshotWith checks a snapshot file written by `etcdctl snapshot
+// save` (or clientv3's Snapshot) and returns a reader of what
+// accord.Restore takes. The file is kv.db followed by its SHA-256: this
+// version's snapshots and etcd's alike (a bbolt file with etcd's buckets).
+// A file saved from accord 0.2 or older (an ACCORDSNAP backup in the
+// framing above) is read too.
+//
+// Whether the file has the trailer is told by its size, as etcdutl tells
+// it (size % 512 == 32, schema.HasSnapshotTrailer); without
+// o.SkipHashCheck a file without one is refused ("snapshot missing hash")
+// and the trailer must be the SHA-256 of the rest, with etcdutl's
+// messages. ReadSnapshotWith reads the whole file into memory and checks
+// it before returning; errors match accord.ErrCorrupt.
+func ReadSnapshotWith(r io.Reader, o SnapshotOptions) (io.Reader, error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("etcdapi: read snapshot: %w", err)
 	}
-	if len(data) < sha256.Size {
-		return nil, snapshotCorrupt("%d bytes: too short for a snapshot", len(data))
-	}
-	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
-	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
-		return nil, snapshotCorrupt("sha256 checksum mismatch")
+	body := data
+	if int64(len(data))%legacySnapshotAlign == sha256.Size {
+		var sum []byte
+		body, sum = data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
+		if got := sha256.Sum256(body); !o.SkipHashCheck && !bytes.Equal(got[:], sum) {
+			// etcdutl's message (copyAndVerifyDB), byte lists and all.
+			return nil, snapshotCorrupt("expected sha256 %v, got %v", sum, got[:])
+		}
+	} else if !o.SkipHashCheck {
+		return nil, snapshotCorrupt("snapshot missing hash but --skip-hash-check=false (%d bytes)", len(data))
 	}
 	if isBoltFile(body) {
-		return bytes.NewReader(data), nil
+		if o.BumpRevision > 0 {
+			if body, err = bumpRevision(body, o.BumpRevision); err != nil {
+				return nil, err
+			}
+		}
+		sum := sha256.Sum256(body)
+		return io.MultiReader(bytes.NewReader(body), bytes.NewReader(sum[:])), nil
 	}
 	if len(body) < legacySnapshotAlign || len(body)%legacySnapshotAlign != 0 {
 		return nil, snapshotCorrupt("neither a bolt file nor an accord 0.2 snapshot (%d bytes)", len(body))
@@ -332,7 +376,58 @@ func ReadSnapshot(r io.Reader) (io.Reader, error) {
 	if pad := payload[n:]; bytes.Count(pad, []byte{0}) != len(pad) {
 		return nil, snapshotCorrupt("accord 0.2 snapshot: padding is not zero")
 	}
+	if o.BumpRevision > 0 {
+		return nil, errors.New("etcdapi: snapshot: --bump-revision needs a bolt snapshot (accord 0.3 or etcd), not an accord 0.2 one")
+	}
 	return bytes.NewReader(payload[:n]), nil
+}
+
+// bumpRevision returns a copy of the bolt file db whose scheduled
+// compaction is its last revision plus n. etcdutl also stores an empty
+// record at that revision; accord takes the current revision from the
+// scheduled compaction as etcd does (the higher of the two), so the mark
+// alone raises it, and the compaction it schedules runs when the store
+// opens, as it does in etcd.
+func bumpRevision(db []byte, n int64) ([]byte, error) {
+	f, err := os.CreateTemp("", "accord-restore-*.db")
+	if err != nil {
+		return nil, fmt.Errorf("etcdapi: snapshot: %w", err)
+	}
+	path := f.Name()
+	defer os.Remove(path)
+	_, err = f.Write(db)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("etcdapi: snapshot: %w", err)
+	}
+	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, snapshotCorrupt("cannot open bolt database: %v", err)
+	}
+	err = bdb.Update(func(tx *bbolt.Tx) error {
+		keys, meta := tx.Bucket([]byte(schema.BucketKey)), tx.Bucket([]byte(schema.BucketMeta))
+		if keys == nil || meta == nil {
+			return snapshotCorrupt("no key or meta bucket: not an etcd or accord snapshot")
+		}
+		var last int64
+		if k, _ := keys.Cursor().Last(); k != nil {
+			r, _, err := schema.ParseRevisionKey(k)
+			if err != nil {
+				return snapshotCorrupt("last revision key %x: %v", k, err)
+			}
+			last = r.Main
+		}
+		return meta.Put([]byte(schema.MetaScheduledCompactKey), schema.AppendCompactRev(nil, last+n))
+	})
+	if cerr := bdb.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
 }
 
 // isBoltFile reports whether b starts with a bbolt meta page.
@@ -345,12 +440,23 @@ func snapshotCorrupt(format string, args ...any) error {
 	return fmt.Errorf("etcdapi: snapshot: %s: %w", fmt.Sprintf(format, args...), accord.ErrCorrupt)
 }
 
-// RestoreSnapshot restores a snapshot file written by `etcdctl snapshot
-// save` from an accord member into a new data directory dir: ReadSnapshot,
-// then accord.Restore (see there: dir must not exist or be empty, and
-// Open(dir, opts) then starts a single-member cluster with the data).
+// RestoreSnapshot is RestoreSnapshotWith with the default options.
 func RestoreSnapshot(r io.Reader, dir string, opts *accord.Options) error {
-	backup, err := ReadSnapshot(r)
+	return RestoreSnapshotWith(r, dir, opts, SnapshotOptions{})
+}
+
+// RestoreSnapshotWith restores a snapshot file into a new data directory
+// dir: a file written by `etcdctl snapshot save` from an accord member or
+// from etcd 3.5 to 3.7, or a kv.db or etcd member/snap/db file with
+// o.SkipHashCheck. It is ReadSnapshotWith, then accord.Restore (see there:
+// dir must not exist or be empty, and Open(dir, opts) then starts a
+// single-member cluster with the data). Everything in the file carries
+// over: keys with their history above the compaction, the revision and
+// the compacted revision, leases and their keys, and the buckets accord
+// does not read itself (etcd's users and roles); the membership of the
+// cluster the file came from does not.
+func RestoreSnapshotWith(r io.Reader, dir string, opts *accord.Options, o SnapshotOptions) error {
+	backup, err := ReadSnapshotWith(r, o)
 	if err != nil {
 		return err
 	}

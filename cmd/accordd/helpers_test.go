@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +29,8 @@ var (
 	accorddBin     string
 	accorddNextBin string // advertises nextVersion: a "newer build" for the upgrade
 	etcdctlBin     string
+	binDir         string // where they are; etcdBinary builds etcd and etcdutl here
+	toolsDir       string // the tools module
 )
 
 // nextVersion is accord.ReleaseVersion with its minor version bumped.
@@ -64,6 +66,7 @@ func buildAndRun(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	binDir, toolsDir = bin, filepath.Join(root, "tools")
 	// go test and go run put their own $GOROOT/bin first on the PATH.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -101,6 +104,86 @@ func buildAndRun(m *testing.M) (int, error) {
 		goleak.Cleanup(func(c int) { code = c }),
 	)
 	return code, nil
+}
+
+// etcd v3.7.3's server and etcdutl, built on first use (only the tests
+// that compare with etcd need them).
+var (
+	etcdBuild struct {
+		once          sync.Once
+		etcd, etcdutl string
+		err           error
+	}
+)
+
+// etcdBinaries returns the paths of etcd and etcdutl v3.7.3, built from
+// the tools module; a build failure fails the test.
+func etcdBinaries(t testing.TB) (etcd, etcdutl string) {
+	t.Helper()
+	b := &etcdBuild
+	b.once.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			b.err = err
+			return
+		}
+		etcd, etcdutl := filepath.Join(binDir, "etcd"), filepath.Join(binDir, "etcdutl")
+		for _, args := range [][]string{
+			{"build", "-o", etcd, "./etcd"},
+			{"build", "-o", etcdutl, "go.etcd.io/etcd/etcdutl/v3"},
+		} {
+			cmd := exec.Command(goTool, args...)
+			cmd.Dir = toolsDir
+			cmd.Env = append(os.Environ(), "GOWORK=off")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+				return
+			}
+		}
+		b.etcd, b.etcdutl = etcd, etcdutl
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.etcd, b.etcdutl
+}
+
+// startEtcd starts a single-member etcd v3.7.3 on 127.0.0.1 with its data
+// in dataDir and returns it and its client URL, once it is healthy.
+func startEtcd(t testing.TB, name, dataDir string) (*proc, string) {
+	t.Helper()
+	return startEtcdOn(t, name, dataDir, "http://127.0.0.1:"+freePort(t))
+}
+
+// startEtcdOn is startEtcd with the member's peer URL (a restored data
+// directory's).
+func startEtcdOn(t testing.TB, name, dataDir, peer string) (*proc, string) {
+	t.Helper()
+	etcd, _ := etcdBinaries(t)
+	client := "http://127.0.0.1:" + freePort(t)
+	logf, err := os.CreateTemp(t.TempDir(), name+"-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{
+		"--name=" + name, "--data-dir=" + dataDir,
+		"--listen-client-urls=" + client, "--advertise-client-urls=" + client,
+		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
+		"--initial-cluster=" + name + "=" + peer,
+	}
+	p := &proc{t: t, bin: etcd, name: name, args: args, dir: t.TempDir(), log: logf.Name()}
+	p.start(logf)
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("--- log of %s:\n%s", name, tail(p.logs(), 40))
+		}
+	})
+	waitFor(t, 30*time.Second, name+" serves", func() (bool, string) {
+		out, err := ctl(client, "endpoint", "health")
+		return err == nil, fmt.Sprint(out, err)
+	})
+	return p, client
 }
 
 // freePort reserves a free port on 127.0.0.1, below the ephemeral range
@@ -218,6 +301,16 @@ func (p *proc) stop() {
 	}
 	if code != 0 {
 		p.t.Fatalf("%s exited with code %d after SIGTERM, want 0", p.name, code)
+	}
+}
+
+// stopSignalled is stop for etcd, which ends on SIGTERM by the signal
+// itself (osutil.HandleInterrupts re-raises it): it waits for the exit.
+func (p *proc) stopSignalled() {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if _, ok := p.wait(20 * time.Second); !ok {
+		p.t.Fatalf("%s did not exit within 20s of SIGTERM", p.name)
 	}
 }
 
