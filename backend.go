@@ -855,6 +855,19 @@ func (be *backend) sizes() (size, inUse int64) {
 	return size, max(inUse, 0)
 }
 
+// storageVersion returns the file's meta storageVersion, "" when absent.
+func (be *backend) storageVersion() string {
+	be.guard.RLock()
+	defer be.guard.RUnlock()
+	if be.rtx == nil {
+		return ""
+	}
+	if meta := be.rtx.Bucket(bucketMeta); meta != nil {
+		return string(meta.Get(metaStorageVersion))
+	}
+	return ""
+}
+
 // snapshot returns a stream of the committed file followed by its SHA-256
 // (the layout of etcd's snapshot files: etcdctl snapshot save writes what
 // the Maintenance.Snapshot call sends, which is this), and its length. The

@@ -12,6 +12,35 @@ import (
 // This file holds the space quota, alarms and defragmentation: etcd's
 // maintenance calls for kv.db.
 
+// DataFormat is the data directory format this build writes (recorded in
+// accord.manifest; see docs/VERSIONS.md).
+const DataFormat = formatVersion
+
+// FormatReadBy returns the oldest accord release that reads data
+// directories of format f ("" for a format this build does not know):
+// what a downgrade must not go below.
+func FormatReadBy(f int) string {
+	switch f {
+	case 1:
+		return "0.1.0"
+	case 2:
+		return "0.2.0"
+	case 3:
+		return "0.3.0"
+	}
+	return ""
+}
+
+// StorageVersion returns kv.db's storage schema version, etcd's meta
+// storageVersion ("3.6.0" in files accord created, etcd's own in a file
+// restored from etcd), or "" if the file has none.
+func (s *Store) StorageVersion() string {
+	s.ks.mu.RLock()
+	be := s.ks.be
+	s.ks.mu.RUnlock()
+	return be.storageVersion()
+}
+
 // addsData reports whether a command can make kv.db grow: what the quota
 // refuses (etcd's quota check covers Put, Txn and LeaseGrant).
 func addsData(cmd *wire.Command) bool {

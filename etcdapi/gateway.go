@@ -198,17 +198,19 @@ func (srv *Server) serveProbe(checks []probeCheck) http.HandlerFunc {
 type versionJSON struct {
 	Server  string `json:"etcdserver"`
 	Cluster string `json:"etcdcluster"`
+	Storage string `json:"storage,omitempty"`
 }
 
-// serveVersion answers /version: the server version (Version) and the
+// serveVersion answers /version: the server version (Version), the
 // cluster version, which etcd reports as major.minor.0 of the API level
-// every member speaks.
+// every member speaks, and the storage version (kv.db's meta
+// storageVersion, Store.StorageVersion), as etcd 3.6 and later do.
 func (srv *Server) serveVersion(w http.ResponseWriter, r *http.Request) {
 	if !allowGet(w, r) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	b, _ := json.Marshal(versionJSON{Server: Version, Cluster: clusterVersion()})
+	b, _ := json.Marshal(versionJSON{Server: Version, Cluster: clusterVersion(), Storage: srv.store.StorageVersion()})
 	_, _ = w.Write(b)
 }
 

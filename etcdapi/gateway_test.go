@@ -407,7 +407,7 @@ func TestGateway(t *testing.T) {
 			t.Fatalf("POST /health: %d", code)
 		}
 		code, body := gwCall(t, hc, http.MethodGet, base+"/version", nil)
-		want := fmt.Sprintf(`{"etcdserver":%q,"etcdcluster":"3.7.0"}`, Version)
+		want := fmt.Sprintf(`{"etcdserver":%q,"etcdcluster":"3.7.0","storage":"3.6.0"}`, Version)
 		if code != http.StatusOK || string(body) != want {
 			t.Fatalf("GET /version: %d %s, want %s", code, body, want)
 		}

@@ -26,8 +26,10 @@ import (
 //
 //   - Status reports this member's view (Store.Status): DbSize and
 //     DbSizeInUse are its kv.db's size and the part of it in use,
-//     DbSizeQuota is Options.QuotaBytes, and Errors holds "no leader" and
-//     the active alarms, as etcd reports them.
+//     DbSizeQuota is Options.QuotaBytes, StorageVersion is kv.db's meta
+//     storageVersion (Store.StorageVersion), and Errors holds "no leader"
+//     and the active alarms, as etcd reports them.
+//   - Downgrade validates, enables and cancels a downgrade (see there).
 //   - Alarm lists, raises and clears alarms (Store.Alarms, ActivateAlarm,
 //     DisarmAlarm): NOSPACE, raised when a kv.db passes the quota, and
 //     CORRUPT.
@@ -59,6 +61,7 @@ func (m *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*p
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: st.AppliedIndex,
 		IsLearner:        st.IsLearner,
+		StorageVersion:   m.srv.store.StorageVersion(),
 		DowngradeInfo:    &pb.DowngradeInfo{},
 	}
 	if st.Leader != "" {

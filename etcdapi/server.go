@@ -95,6 +95,14 @@ type Options struct {
 	// would run before etcdapi's own. Do not pass grpc.Creds: TLS is
 	// Options.TLS, terminated before gRPC. Default none.
 	GRPCServerOptions []grpc.ServerOption
+
+	// CORS lists the origins allowed to read HTTP answers from a browser
+	// (etcd's --cors): every HTTP answer (the gateway, /health, /version,
+	// HTTPHandler's) carries etcd's Access-Control-Allow-* headers for an
+	// allowed Origin, and an OPTIONS request is answered 200 with no body.
+	// Empty or "*" allows every origin and answers
+	// Access-Control-Allow-Origin: *, as etcd's default does.
+	CORS []string
 }
 
 // Defaults, as etcd has them.
@@ -377,6 +385,16 @@ func (srv *Server) serveMixed(w http.ResponseWriter, r *http.Request) {
 // serveHTTP serves the JSON gateway, /health and /version, and hands
 // anything else to Options.HTTPHandler.
 func (srv *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if origin, ok := srv.corsOrigin(r); ok {
+		h := w.Header()
+		h.Add("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE")
+		h.Add("Access-Control-Allow-Origin", origin)
+		h.Add("Access-Control-Allow-Headers", "accept, content-type, authorization")
+	}
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusOK) // a CORS preflight, as etcd answers it
+		return
+	}
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/v3/"), r.URL.Path == "/health", r.URL.Path == "/version", r.URL.Path == "/readyz", r.URL.Path == "/livez":
 		srv.gw.ServeHTTP(w, r)
@@ -385,6 +403,20 @@ func (srv *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// corsOrigin returns the Access-Control-Allow-Origin for r, if any:
+// etcd's rule (AccessController.OriginAllowed): "*" when every origin is
+// allowed, else the request's Origin when it is listed.
+func (srv *Server) corsOrigin(r *http.Request) (string, bool) {
+	if len(srv.opts.CORS) == 0 || slices.Contains(srv.opts.CORS, "*") {
+		return "*", true
+	}
+	origin := r.Header.Get("Origin")
+	if origin != "" && slices.Contains(srv.opts.CORS, origin) {
+		return origin, true
+	}
+	return "", false
 }
 
 // Close stops serving: listeners close, streams end, in-flight calls are

@@ -64,6 +64,7 @@ type config struct {
 	quotaBackendBytes   int64
 	snapshotInterval    time.Duration
 	maxRequestBytes     uint
+	cors                string
 	maxTxnOps           uint
 	watchProgressNotify time.Duration
 	autoCompactionMode  string
@@ -103,7 +104,7 @@ var ignoredFlags = []string{
 	"max-snapshots", "max-wals", "wal-dir", "logger",
 	"enable-v2", "v2-deprecation", "metrics", "pre-vote",
 	"enable-grpc-gateway", "initial-election-tick-advance",
-	"cors", "host-whitelist", "auth-token", "backend-bbolt-freelist-type",
+	"host-whitelist", "auth-token", "backend-bbolt-freelist-type",
 	"socket-reuse-port", "socket-reuse-address", "experimental-initial-corrupt-check",
 	"experimental-enable-distributed-tracing", "max-learners",
 }
@@ -190,6 +191,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Uint64Var(&c.snapshotCatchup, "snapshot-catchup-entries", 10240, "log entries kept after a snapshot, so that a slow follower catches up from the log rather than a snapshot")
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 2*time.Second, "how often to check whether --snapshot-count entries have accumulated (accord)")
 	fs.UintVar(&c.maxRequestBytes, "max-request-bytes", 1572864, "maximum client request size in bytes")
+	fs.StringVar(&c.cors, "cors", "*", "comma-separated origins allowed by CORS on the HTTP gateway (URLs with a port), or * for all")
 	fs.UintVar(&c.maxTxnOps, "max-txn-ops", 128, "maximum number of operations permitted in a transaction")
 	fs.DurationVar(&c.watchProgressNotify, "watch-progress-notify-interval", 10*time.Minute, "interval of watch progress notifications")
 	fs.StringVar(&c.autoCompactionMode, "auto-compaction-mode", "periodic", "periodic (retention is a duration) or revision (retention is a number of revisions)")
@@ -354,6 +356,7 @@ type settings struct {
 	logFormat  string
 	logOutput  io.Writer
 	compaction compactionPolicy
+	cors       []string // --cors: allowed origins; empty allows all
 
 	// peerAutoTLS: generate (or reuse) a self-signed peer certificate in
 	// the data directory before starting (--peer-auto-tls), valid for
@@ -484,6 +487,16 @@ func (c *config) validate() (*settings, error) {
 	}
 	if c.snapshotInterval <= 0 {
 		return nil, fmt.Errorf("--snapshot-interval %v: must be positive", c.snapshotInterval)
+	}
+	// etcd's rule (flags.UniqueURLs): "*" alone, or URLs with a port.
+	if c.cors != "*" && c.cors != "" {
+		us, err := parseURLs("cors", c.cors)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range us {
+			s.cors = append(s.cors, u.Scheme+"://"+u.Host) // an Origin header's form
+		}
 	}
 	s.dataDir = c.dataDir
 	if s.dataDir == "" {

@@ -206,6 +206,7 @@ func (d *daemon) startServers(clientLns, metricsLns []net.Listener) error {
 				PeerURLScheme:   peerScheme,
 				MaxRequestBytes: d.s.opts.MaxRequestBytes,
 				HTTPHandler:     metrics,
+				CORS:            d.s.cors,
 			})
 			if err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,6 +258,10 @@ func TestSnapshotFromEtcd(t *testing.T) {
 	}
 	p, client := startRestored(t, "from-etcd", restored, peer)
 	sameServed(t, readServed(t, client, lease), want)
+	// etcd's default --cors is "*", and so is accordd's.
+	if _, h, _ := httpGet(t, http.MethodGet, client+"/version", "http://any.example:1"); h.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("default --cors: Access-Control-Allow-Origin %q, want *", h.Get("Access-Control-Allow-Origin"))
+	}
 	// It takes writes at the next revision.
 	if g := mustCtl(t, client, "put", "after", "1", "-w", "json"); !strings.Contains(g, `"revision":9`) {
 		t.Errorf("first put after the restore: %s, want revision 9", g)

@@ -217,11 +217,17 @@ type proc struct {
 // it still runs; its log is printed if the test failed.
 func startProc(t testing.TB, name, dir string, env []string, args ...string) *proc {
 	t.Helper()
+	return startProcWith(t, accorddBin, name, dir, env, args...)
+}
+
+// startProcWith is startProc with another accordd binary.
+func startProcWith(t testing.TB, bin, name, dir string, env []string, args ...string) *proc {
+	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), name+"-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, bin: accorddBin, name: name, args: args, env: env, dir: dir, log: logf.Name()}
+	p := &proc{t: t, bin: bin, name: name, args: args, env: env, dir: dir, log: logf.Name()}
 	p.start(logf)
 	t.Cleanup(func() {
 		p.kill()
