@@ -1,10 +1,12 @@
 //go:build tools
 
 // Package tools pins the binaries accord is checked, tested and benchmarked
-// with: staticcheck v0.8.2 (.ci/run), etcdctl v3.7.3 (the etcdapi tests build it) and etcd v3.7.3
-// (./etcd, for side-by-side comparisons). Build them from this module:
+// with: staticcheck v0.8.2 (.ci/run), etcdctl v3.7.3 (the etcdapi tests build it), etcd v3.7.3
+// (./etcd, for side-by-side comparisons) and etcdutl v3.7.3 (cmd/accordd's
+// snapshot tests build it and etcd). Build them from this module:
 //
 //	go build -o etcdctl go.etcd.io/etcd/etcdctl/v3
+//	go build -o etcdutl go.etcd.io/etcd/etcdutl/v3
 //	go build -o etcd ./etcd
 //	go build -o staticcheck honnef.co/go/tools/cmd/staticcheck
 //
